@@ -1,0 +1,92 @@
+//! The deployment event published on RabbitMQ (DESIGN.md §5).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{ApiId, GatewayLabel, Revision, Sha256Digest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    DeployApiInGateway,
+    RemoveApiFromGateway,
+}
+
+/// One change of what a set of labels should run. Gateways treat it as a
+/// hint: they re-read the desired state from the traffic manager, so a
+/// duplicate or out-of-order event can never make them go backwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentEvent {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub timestamp: DateTime<Utc>,
+    pub api_id: ApiId,
+    pub name: String,
+    pub version: String,
+    pub context: String,
+    pub revision: Revision,
+    pub sha256: Sha256Digest,
+    pub gateway_labels: Vec<GatewayLabel>,
+    /// Global, monotonic number of the change.
+    pub sequence: i64,
+}
+
+impl DeploymentEvent {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising this plain struct cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_contract_field_names() {
+        let event = DeploymentEvent {
+            event_id: Uuid::new_v4(),
+            event_type: EventType::DeployApiInGateway,
+            timestamp: Utc::now(),
+            api_id: ApiId::new_random(),
+            name: "Pizza".into(),
+            version: "1.0.0".into(),
+            context: "/pizza/1.0.0".into(),
+            revision: Revision::FIRST,
+            sha256: Sha256Digest::of(b"x"),
+            gateway_labels: vec![GatewayLabel::parse("Production and Sandbox").unwrap()],
+            sequence: 42,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        for key in [
+            "eventId",
+            "type",
+            "timestamp",
+            "apiId",
+            "name",
+            "version",
+            "context",
+            "revision",
+            "sha256",
+            "gatewayLabels",
+            "sequence",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(json["type"], "DEPLOY_API_IN_GATEWAY");
+        assert_eq!(DeploymentEvent::from_json(&event.to_json()).unwrap(), event);
+    }
+
+    #[test]
+    fn rejects_bad_labels_and_revisions() {
+        let bad = r#"{"eventId":"6f1c1b1e-9c43-4d4e-8f5d-2a3e1b1c1d1e","type":"REMOVE_API_FROM_GATEWAY","timestamp":"2026-01-01T00:00:00Z","apiId":"6f1c1b1e-9c43-4d4e-8f5d-2a3e1b1c1d1e","name":"a","version":"","context":"/a","revision":0,"sha256":"00","gatewayLabels":[],"sequence":1}"#;
+        assert!(DeploymentEvent::from_json(bad.as_bytes()).is_err());
+    }
+}
