@@ -1,0 +1,426 @@
+//! Publisher configuration: deserialised from TOML + environment, then
+//! validated into [`Settings`] before anything is bound or connected.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use artisync_shared::GatewayLabel;
+use artisync_shared::amqp::Topology;
+use artisync_shared::config::{self, ConfigError};
+use serde::Deserialize;
+
+/// The publisher's config file as written (`config/publisher.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub publisher: RawPublisher,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub amqp: RawAmqp,
+    /// WSO2 API Manager's own section, accepted as WSO2 users write it.
+    #[serde(default)]
+    pub apim: RawApim,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPublisher {
+    /// Address of the REST API.
+    pub listen: String,
+    /// Bearer tokens accepted by the REST API (at least one); a list, or
+    /// one comma-separated string (`PUBLISHER_TOKENS=a,b`).
+    #[serde(deserialize_with = "config::string_or_list")]
+    pub tokens: Vec<String>,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// When non-empty, deployments to any other label are refused with 422
+    /// (catches typos in label names). Empty accepts every valid label.
+    pub known_labels: Vec<String>,
+    /// How often the outbox relay looks for unsent events when no
+    /// notification arrived (ms); notifications wake it at once.
+    pub relay_poll_interval_ms: u64,
+    /// Sent outbox rows older than this are deleted (hours).
+    pub outbox_retention_hours: u64,
+    /// A gateway node without a heartbeat for this long is reported stale (ms).
+    pub gateway_stale_after_ms: u64,
+}
+
+impl Default for RawPublisher {
+    fn default() -> Self {
+        RawPublisher {
+            listen: "0.0.0.0:9400".into(),
+            tokens: Vec::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            known_labels: Vec::new(),
+            relay_poll_interval_ms: 1000,
+            outbox_retention_hours: 24 * 7,
+            gateway_stale_after_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// `postgres://user:pass@host:port/db`; `DATABASE_URL` overrides it.
+    /// Takes precedence over `[database.sync_runtime_artifacts_db]`.
+    pub url: Option<String>,
+    /// Size of the connection pool.
+    pub max_connections: Option<u32>,
+    /// WSO2's artifact database section.
+    pub sync_runtime_artifacts_db: Option<RawWso2Database>,
+}
+
+/// `[database.sync_runtime_artifacts_db]` as WSO2 writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWso2Database {
+    /// Database type; only PostgreSQL (`postgre`, `postgres`, `postgresql`).
+    #[serde(rename = "type")]
+    pub db_type: String,
+    /// `jdbc:postgresql://host:port/db` or `postgres://host:port/db`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Accepted for compatibility; the pool is configured by artisync.
+    pub driver: Option<String>,
+    /// Accepted for compatibility and ignored.
+    #[serde(rename = "validationQuery")]
+    pub validation_query: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAmqp {
+    /// `amqp://user:pass@host:port/vhost`; `AMQP_URL` overrides it.
+    pub url: String,
+    /// The durable direct exchange deployment events are published to.
+    pub exchange: String,
+}
+
+impl Default for RawAmqp {
+    fn default() -> Self {
+        RawAmqp {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: Topology::default().exchange,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApim {
+    #[serde(default)]
+    pub sync_runtime_artifacts: RawSyncRuntimeArtifacts,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncRuntimeArtifacts {
+    pub publisher: Option<RawWso2Publisher>,
+}
+
+/// `[apim.sync_runtime_artifacts.publisher]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWso2Publisher {
+    /// Only `DBSaver`: artifacts are stored as database blobs.
+    pub artifact_saver: Option<String>,
+    /// Only `false`: gateways always pull from the traffic manager.
+    pub publish_directly_to_gateway: Option<bool>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tokens: Vec<String>,
+    pub max_body_bytes: usize,
+    pub known_labels: Vec<GatewayLabel>,
+    pub database_url: String,
+    pub max_connections: u32,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub relay_poll_interval: Duration,
+    pub outbox_retention: Duration,
+    pub gateway_stale_after: Duration,
+}
+
+/// Environment variables that override keys under their usual names.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("AMQP_URL", "amqp.url"),
+    ("PUBLISHER_TOKENS", "publisher.tokens"),
+];
+
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = config::load(file, ENV_ALIASES)?;
+    raw.validate()
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let p = self.publisher;
+        let listen = config::socket_addr("publisher.listen", &p.listen)?;
+        let tokens: Vec<String> = p
+            .tokens
+            .into_iter()
+            .flat_map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "publisher.tokens",
+                "at least one bearer token is required",
+            ));
+        }
+        if let Some(short) = tokens.iter().find(|t| t.len() < 8) {
+            return Err(ConfigError::invalid(
+                "publisher.tokens",
+                format!(
+                    "token {:?}... is shorter than 8 characters",
+                    &short[..short.len().min(2)]
+                ),
+            ));
+        }
+        if p.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "publisher.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        let known_labels = p
+            .known_labels
+            .iter()
+            .map(|l| GatewayLabel::parse(l))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::invalid("publisher.known_labels", e.to_string()))?;
+        if p.relay_poll_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "publisher.relay_poll_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+
+        if let Some(wso2) = self.apim.sync_runtime_artifacts.publisher {
+            if let Some(saver) = wso2.artifact_saver
+                && saver != "DBSaver"
+            {
+                return Err(ConfigError::invalid(
+                    "apim.sync_runtime_artifacts.publisher.artifact_saver",
+                    format!(
+                        "{saver:?} is not supported; artisync stores artifacts with \"DBSaver\""
+                    ),
+                ));
+            }
+            if wso2.publish_directly_to_gateway == Some(true) {
+                return Err(ConfigError::invalid(
+                    "apim.sync_runtime_artifacts.publisher.publish_directly_to_gateway",
+                    "true is not supported; gateways always pull artifacts from the traffic manager",
+                ));
+            }
+        }
+
+        let database_url = database_url(&self.database)?;
+        let max_connections = self.database.max_connections.unwrap_or(10);
+        if max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        let amqp_url = config::url_with_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        let topology = Topology {
+            exchange: self.amqp.exchange,
+            ..Topology::default()
+        };
+        validate_topology(&topology)?;
+        Ok(Settings {
+            listen,
+            tokens,
+            max_body_bytes: p.max_body_bytes,
+            known_labels,
+            database_url,
+            max_connections,
+            amqp_url,
+            topology,
+            relay_poll_interval: Duration::from_millis(p.relay_poll_interval_ms),
+            outbox_retention: Duration::from_secs(p.outbox_retention_hours * 3600),
+            gateway_stale_after: Duration::from_millis(p.gateway_stale_after_ms.max(1)),
+        })
+    }
+}
+
+pub(crate) fn validate_topology(t: &Topology) -> Result<(), ConfigError> {
+    if t.exchange.is_empty() || t.exchange.len() > 255 {
+        return Err(ConfigError::invalid(
+            "amqp.exchange",
+            "must be 1 to 255 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn database_url(db: &RawDatabase) -> Result<String, ConfigError> {
+    if let Some(url) = &db.url {
+        return config::url_with_scheme("database.url", url, &["postgres", "postgresql"]);
+    }
+    let Some(wso2) = &db.sync_runtime_artifacts_db else {
+        return Err(ConfigError::invalid(
+            "database.url",
+            "is required (or DATABASE_URL, or [database.sync_runtime_artifacts_db])",
+        ));
+    };
+    const KEY: &str = "database.sync_runtime_artifacts_db";
+    if !matches!(
+        wso2.db_type.to_ascii_lowercase().as_str(),
+        "postgre" | "postgres" | "postgresql"
+    ) {
+        return Err(ConfigError::invalid(
+            format!("{KEY}.type"),
+            format!(
+                "{:?} is not supported; artisync stores artifacts in PostgreSQL (\"postgre\")",
+                wso2.db_type
+            ),
+        ));
+    }
+    jdbc_to_postgres_url(
+        &wso2.url,
+        wso2.username.as_deref(),
+        wso2.password.as_deref(),
+    )
+    .ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{KEY}.url"),
+            format!(
+                "{:?} is not a jdbc:postgresql:// or postgres:// URL",
+                wso2.url
+            ),
+        )
+    })
+}
+
+/// `jdbc:postgresql://host:5432/db?x=y` + credentials -> `postgres://user:pass@host:5432/db?x=y`.
+fn jdbc_to_postgres_url(url: &str, user: Option<&str>, password: Option<&str>) -> Option<String> {
+    let rest = url
+        .strip_prefix("jdbc:postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    if rest.is_empty() {
+        return None;
+    }
+    let credentials = match (user, password) {
+        (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
+        (Some(u), None) => format!("{}@", encode(u)),
+        _ => String::new(),
+    };
+    Some(format!("postgres://{credentials}{rest}"))
+}
+
+fn encode(part: &str) -> String {
+    part.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        RawConfig {
+            publisher: RawPublisher {
+                tokens: vec!["publisher-secret".into()],
+                ..Default::default()
+            },
+            database: RawDatabase {
+                url: Some("postgres://postgres@127.0.0.1/x".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = base().validate().unwrap();
+        assert_eq!(s.listen.port(), 9400);
+        assert_eq!(s.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(s.topology.exchange, "artisync.deployments");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = base();
+        c.publisher.tokens.clear();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("publisher.tokens")
+        );
+        let mut c = base();
+        c.publisher.listen = "bad".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("publisher.listen")
+        );
+        let mut c = base();
+        c.apim.sync_runtime_artifacts.publisher = Some(RawWso2Publisher {
+            artifact_saver: Some("FileSaver".into()),
+            publish_directly_to_gateway: None,
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("artifact_saver")
+        );
+        let mut c = base();
+        c.apim.sync_runtime_artifacts.publisher = Some(RawWso2Publisher {
+            artifact_saver: Some("DBSaver".into()),
+            publish_directly_to_gateway: Some(true),
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("publish_directly_to_gateway")
+        );
+    }
+
+    #[test]
+    fn wso2_database_section_is_translated() {
+        let mut c = base();
+        c.database.url = None;
+        c.database.sync_runtime_artifacts_db = Some(RawWso2Database {
+            db_type: "postgre".into(),
+            url: "jdbc:postgresql://db:5432/apim_db".into(),
+            username: Some("wso2".into()),
+            password: Some("p@ss".into()),
+            driver: None,
+            validation_query: None,
+        });
+        let s = c.clone().validate().unwrap();
+        assert_eq!(s.database_url, "postgres://wso2:p%40ss@db:5432/apim_db");
+        if let Some(db) = c.database.sync_runtime_artifacts_db.as_mut() {
+            db.db_type = "mysql".into();
+        }
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("sync_runtime_artifacts_db.type"), "{err}");
+    }
+}
