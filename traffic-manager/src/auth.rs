@@ -1,0 +1,92 @@
+//! Bearer tokens scoped to gateway labels.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use artisync_shared::GatewayLabel;
+use artisync_shared::http::constant_time_eq;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::object_store::ClientIdentity;
+
+#[derive(Debug, Clone)]
+pub enum LabelScope {
+    All,
+    Only(HashSet<GatewayLabel>),
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenScope {
+    pub name: String,
+    pub secret: String,
+    pub labels: LabelScope,
+}
+
+impl TokenScope {
+    pub fn allows(&self, label: &GatewayLabel) -> bool {
+        match &self.labels {
+            LabelScope::All => true,
+            LabelScope::Only(set) => set.contains(label),
+        }
+    }
+
+    /// 403 naming the first label outside this token's scope.
+    pub fn check(&self, labels: &[GatewayLabel]) -> Result<(), ApiError> {
+        match labels.iter().find(|l| !self.allows(l)) {
+            Some(l) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} is not allowed to read label {:?}",
+                    self.name,
+                    l.as_str()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TokenRegistry {
+    scopes: Vec<Arc<TokenScope>>,
+}
+
+impl TokenRegistry {
+    pub fn new(scopes: Vec<TokenScope>) -> Self {
+        TokenRegistry {
+            scopes: scopes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    pub fn find(&self, presented: &str) -> Option<Arc<TokenScope>> {
+        self.scopes
+            .iter()
+            .find(|s| constant_time_eq(s.secret.as_bytes(), presented.as_bytes()))
+            .cloned()
+    }
+}
+
+/// Authenticates the request; the token's scope and the client identity
+/// (for the persistence store's rate limit) become request extensions.
+pub async fn authenticate(
+    State(tokens): State<Arc<TokenRegistry>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = match artisync_shared::http::presented_token(request.headers()) {
+        Ok(token) => token,
+        Err(e) => return e.into_response(),
+    };
+    let Some(scope) = tokens.find(presented) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response();
+    };
+    request
+        .extensions_mut()
+        .insert(ClientIdentity(scope.name.clone()));
+    request.extensions_mut().insert(scope);
+    next.run(request).await
+}

@@ -1,0 +1,191 @@
+//! Traffic manager configuration: deserialised from TOML + environment,
+//! then validated into [`Settings`] before anything is bound.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use artisync_shared::GatewayLabel;
+use artisync_shared::config::{self, ConfigError};
+use serde::Deserialize;
+
+use crate::auth::{LabelScope, TokenRegistry, TokenScope};
+use crate::db::DatabaseConfig;
+use crate::object_store::ObjectStoreConfig;
+
+/// The config file as written (`config/traffic-manager.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub traffic_manager: RawTrafficManager,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// The persistence store (object store) served beside the data API.
+    #[serde(default)]
+    pub object_store: ObjectStoreConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTrafficManager {
+    /// Address of the internal data API and the persistence store.
+    pub listen: String,
+    /// Bearer tokens and the gateway labels each may read.
+    pub tokens: Vec<RawToken>,
+    /// Largest accepted status report body, in bytes.
+    pub max_status_body_bytes: usize,
+}
+
+impl Default for RawTrafficManager {
+    fn default() -> Self {
+        RawTrafficManager {
+            listen: "0.0.0.0:9500".into(),
+            tokens: Vec::new(),
+            max_status_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[[traffic_manager.tokens]]`: one bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who uses the token, for logs and rate limiting (default: "token-N").
+    pub name: Option<String>,
+    /// The secret, at least 8 characters.
+    pub token: String,
+    /// Labels this token may read; `["*"]` grants every label.
+    pub labels: Vec<String>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tokens: Arc<TokenRegistry>,
+    pub max_status_body_bytes: usize,
+    pub database: DatabaseConfig,
+    pub object_store: ObjectStoreConfig,
+}
+
+pub const ENV_ALIASES: &[(&str, &str)] = &[("DATABASE_URL", "database.url")];
+
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = config::load(file, ENV_ALIASES)?;
+    raw.validate()
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let tm = self.traffic_manager;
+        let listen = config::socket_addr("traffic_manager.listen", &tm.listen)?;
+        if tm.tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "traffic_manager.tokens",
+                "at least one token is required",
+            ));
+        }
+        let mut scopes = Vec::with_capacity(tm.tokens.len());
+        let mut seen = HashSet::new();
+        for (i, t) in tm.tokens.into_iter().enumerate() {
+            let key = format!("traffic_manager.tokens[{i}]");
+            if t.token.len() < 8 {
+                return Err(ConfigError::invalid(
+                    format!("{key}.token"),
+                    "must be at least 8 characters",
+                ));
+            }
+            if !seen.insert(t.token.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.token"),
+                    "the same token is configured twice",
+                ));
+            }
+            if t.labels.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.labels"),
+                    "must name at least one label, or \"*\" for all",
+                ));
+            }
+            let labels = if t.labels.iter().any(|l| l == "*") {
+                LabelScope::All
+            } else {
+                LabelScope::Only(
+                    t.labels
+                        .iter()
+                        .map(|l| GatewayLabel::parse(l))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| {
+                            ConfigError::invalid(format!("{key}.labels"), e.to_string())
+                        })?,
+                )
+            };
+            scopes.push(TokenScope {
+                name: t.name.unwrap_or_else(|| format!("token-{}", i + 1)),
+                secret: t.token,
+                labels,
+            });
+        }
+        self.database
+            .validate()
+            .map_err(|e| ConfigError::invalid("database", e.to_string()))?;
+        self.object_store
+            .validate()
+            .map_err(|e| ConfigError::invalid(format!("object_store.{}", e.key), e.reason))?;
+        Ok(Settings {
+            listen,
+            tokens: Arc::new(TokenRegistry::new(scopes)),
+            max_status_body_bytes: tm.max_status_body_bytes,
+            database: self.database,
+            object_store: self.object_store,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        RawConfig {
+            traffic_manager: RawTrafficManager {
+                tokens: vec![RawToken {
+                    name: None,
+                    token: "gateway-secret".into(),
+                    labels: vec!["Label1".into()],
+                }],
+                ..Default::default()
+            },
+            database: DatabaseConfig {
+                url: Some("postgres://postgres@127.0.0.1/x".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validates_and_names_keys() {
+        assert!(base().validate().is_ok());
+        let mut c = base();
+        c.traffic_manager.tokens[0].labels.clear();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("traffic_manager.tokens[0].labels"), "{e}");
+        let mut c = base();
+        c.traffic_manager.tokens[0].labels = vec![" bad".into()];
+        assert!(c.validate().is_err());
+        let mut c = base();
+        c.traffic_manager.listen = "nope".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("traffic_manager.listen")
+        );
+        let mut c = base();
+        c.database.url = None;
+        assert!(c.validate().unwrap_err().to_string().contains("database"));
+    }
+}
