@@ -1,0 +1,504 @@
+//! The disk cache of applied artifacts: what a node serves when it starts
+//! while the traffic manager is unreachable.
+//!
+//! Layout: `artifacts/<sha256>.xml` (content-addressed) and
+//! `manifest.json` (which API runs which revision). Every file is written
+//! to a temporary name and renamed, so a crash never leaves a torn file;
+//! a file whose digest does not match its name is discarded on load.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use artisync_shared::{ApiId, Revision, Sha256Digest};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    pub api_id: ApiId,
+    pub revision: Revision,
+    pub sha256: Sha256Digest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    apis: Vec<ManifestEntry>,
+}
+
+/// An API an operator undeployed on this node (admin `undeploy-api`):
+/// revisions up to `through` stay off it, across restarts too.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldEntry {
+    pub api_id: ApiId,
+    pub through: Revision,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Held {
+    version: u32,
+    apis: Vec<HeldEntry>,
+}
+
+/// An artifact read back from the cache, digest verified.
+#[derive(Debug, Clone)]
+pub struct CachedArtifact {
+    pub entry: ManifestEntry,
+    pub xml: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+impl DiskCache {
+    pub fn new(dir: PathBuf) -> Self {
+        DiskCache { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn artifacts_dir(&self) -> PathBuf {
+        self.dir.join("artifacts")
+    }
+
+    fn artifact_path(&self, sha: &Sha256Digest) -> PathBuf {
+        self.artifacts_dir().join(format!("{sha}.xml"))
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.json")
+    }
+
+    fn held_path(&self) -> PathBuf {
+        self.dir.join("held.json")
+    }
+
+    /// Creates the directories; a node that cannot write its cache says so
+    /// at start-up rather than on the first deploy.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.artifacts_dir())
+    }
+
+    /// Reads every manifest entry whose artifact is present and intact.
+    /// Corrupt or missing entries are skipped with a warning.
+    pub fn load(&self) -> Vec<CachedArtifact> {
+        let manifest = match std::fs::read(self.manifest_path()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot read the cache manifest; starting empty");
+                return Vec::new();
+            }
+        };
+        let manifest: Manifest = match serde_json::from_slice(&manifest) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "the cache manifest is corrupt; starting empty");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(manifest.apis.len());
+        for entry in manifest.apis {
+            let path = self.artifact_path(&entry.sha256);
+            match std::fs::read(&path) {
+                Ok(xml) if Sha256Digest::of(&xml) == entry.sha256 => out.push(CachedArtifact {
+                    entry,
+                    xml: Bytes::from(xml),
+                }),
+                Ok(_) => {
+                    tracing::warn!(api_id = %entry.api_id, revision = %entry.revision, path = %path.display(), "cached artifact does not match its digest; discarded");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    tracing::warn!(api_id = %entry.api_id, revision = %entry.revision, error = %e, "cached artifact is missing; skipped");
+                }
+            }
+        }
+        out
+    }
+
+    /// The operator's local undeploys, as last written.
+    pub fn load_held(&self) -> Vec<HeldEntry> {
+        let bytes = match std::fs::read(self.held_path()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot read the local undeploys; none are restored");
+                return Vec::new();
+            }
+        };
+        match serde_json::from_slice::<Held>(&bytes) {
+            Ok(held) => held.apis,
+            Err(e) => {
+                tracing::warn!(error = %e, "the local undeploys file is corrupt; none are restored");
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn write_held(&self, apis: Vec<HeldEntry>) -> std::io::Result<()> {
+        let bytes =
+            serde_json::to_vec(&Held { version: 1, apis }).map_err(std::io::Error::other)?;
+        write_atomically(&self.held_path(), &bytes)
+    }
+
+    pub fn store_artifact(&self, sha: &Sha256Digest, xml: &[u8]) -> std::io::Result<()> {
+        let path = self.artifact_path(sha);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, xml)
+    }
+
+    pub fn write_manifest(&self, apis: Vec<ManifestEntry>) -> std::io::Result<()> {
+        let bytes =
+            serde_json::to_vec(&Manifest { version: 1, apis }).map_err(std::io::Error::other)?;
+        write_atomically(&self.manifest_path(), &bytes)
+    }
+
+    /// Deletes artifacts no manifest entry refers to.
+    pub fn prune(&self, keep: &HashSet<Sha256Digest>) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.artifacts_dir())? {
+            let path = entry?.path();
+            let keep_it = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| Sha256Digest::parse(s).ok())
+                .is_some_and(|sha| keep.contains(&sha));
+            if !keep_it && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What the writer task is asked to do.
+pub enum CacheCommand {
+    /// At start-up: what the cache holds and the node serves from it. Files
+    /// nothing names are deleted.
+    Seed(Vec<ManifestEntry>),
+    /// `entry.api_id` now runs this artifact.
+    Applied { entry: ManifestEntry, xml: Bytes },
+    /// The API no longer runs on this node.
+    Removed(ApiId),
+    /// The set of local undeploys changed.
+    Held(Vec<HeldEntry>),
+    /// Write what is queued, then stop.
+    Close,
+}
+
+/// Writes the cache off the deploy path: deploys only queue what changed;
+/// a background task keeps the manifest, does the file I/O, coalesces
+/// manifest rewrites and deletes artifacts nothing refers to any more.
+#[derive(Clone)]
+pub struct CacheWriter {
+    tx: mpsc::UnboundedSender<CacheCommand>,
+}
+
+/// The writer's view of the cache: the manifest and how many entries use
+/// each artifact file.
+#[derive(Default)]
+struct CacheContents {
+    manifest: HashMap<ApiId, ManifestEntry>,
+    uses: HashMap<Sha256Digest, usize>,
+}
+
+impl CacheWriter {
+    pub fn spawn(cache: DiskCache) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<CacheCommand>();
+        let task = tokio::spawn(async move {
+            let mut contents = CacheContents::default();
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let closing = batch.iter().any(|c| matches!(c, CacheCommand::Close));
+                let cache = cache.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let result = write_batch(&cache, batch, &mut contents);
+                    (contents, result)
+                })
+                .await;
+                match written {
+                    Ok((kept, result)) => {
+                        contents = kept;
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "writing the disk cache failed; the node keeps serving, but a restart without upstream may serve older revisions");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the disk cache writer failed; the node keeps serving, but a restart without upstream may serve older revisions");
+                        return;
+                    }
+                }
+                if closing {
+                    return;
+                }
+            }
+        });
+        (CacheWriter { tx }, task)
+    }
+
+    pub fn send(&self, command: CacheCommand) {
+        // The writer only stops at shutdown; losing a write then is harmless.
+        let _ = self.tx.send(command);
+    }
+}
+
+/// Applies a batch of changes: artifacts first, then one manifest write,
+/// then the deletion of artifacts no entry uses any more.
+fn write_batch(
+    cache: &DiskCache,
+    batch: Vec<CacheCommand>,
+    contents: &mut CacheContents,
+) -> std::io::Result<()> {
+    let mut manifest_changed = false;
+    let mut held = None;
+    let mut unused = HashSet::new();
+    for command in batch {
+        match command {
+            CacheCommand::Seed(entries) => {
+                contents.manifest.clear();
+                contents.uses.clear();
+                for entry in entries {
+                    *contents.uses.entry(entry.sha256).or_default() += 1;
+                    contents.manifest.insert(entry.api_id, entry);
+                }
+                // Artifacts of entries that no longer load, and leftovers.
+                let keep: HashSet<Sha256Digest> = contents.uses.keys().copied().collect();
+                cache.prune(&keep)?;
+                manifest_changed = true;
+            }
+            CacheCommand::Applied { entry, xml } => {
+                cache.store_artifact(&entry.sha256, &xml)?;
+                *contents.uses.entry(entry.sha256).or_default() += 1;
+                unused.remove(&entry.sha256);
+                if let Some(old) = contents.manifest.insert(entry.api_id, entry) {
+                    release(contents, old.sha256, &mut unused);
+                }
+                manifest_changed = true;
+            }
+            CacheCommand::Removed(api_id) => {
+                if let Some(old) = contents.manifest.remove(&api_id) {
+                    release(contents, old.sha256, &mut unused);
+                    manifest_changed = true;
+                }
+            }
+            // Only the newest list of a batch matters.
+            CacheCommand::Held(entries) => held = Some(entries),
+            CacheCommand::Close => {}
+        }
+    }
+    if let Some(entries) = held {
+        cache.write_held(entries)?;
+    }
+    if manifest_changed {
+        let mut entries: Vec<ManifestEntry> = contents.manifest.values().cloned().collect();
+        entries.sort_by_key(|e| e.api_id);
+        cache.write_manifest(entries)?;
+        // Only after the manifest no longer names them.
+        for sha in unused {
+            let _ = std::fs::remove_file(cache.artifact_path(&sha));
+        }
+    }
+    Ok(())
+}
+
+fn release(contents: &mut CacheContents, sha: Sha256Digest, unused: &mut HashSet<Sha256Digest>) {
+    if let Some(n) = contents.uses.get_mut(&sha) {
+        *n -= 1;
+        if *n == 0 {
+            contents.uses.remove(&sha);
+            unused.insert(sha);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_cache() -> DiskCache {
+        let dir = std::env::temp_dir().join(format!("artisync-cache-{}", uuid::Uuid::new_v4()));
+        let cache = DiskCache::new(dir);
+        cache.prepare().unwrap();
+        cache
+    }
+
+    #[test]
+    fn round_trip_and_corruption_is_discarded() {
+        let cache = temp_cache();
+        let good = b"<api name=\"a\" context=\"/a\"/>".to_vec();
+        let bad = b"<api name=\"b\" context=\"/b\"/>".to_vec();
+        let (good_sha, bad_sha) = (Sha256Digest::of(&good), Sha256Digest::of(&bad));
+        cache.store_artifact(&good_sha, &good).unwrap();
+        cache.store_artifact(&bad_sha, &bad).unwrap();
+        let entries = vec![
+            ManifestEntry {
+                api_id: ApiId::new_random(),
+                revision: Revision::FIRST,
+                sha256: good_sha,
+            },
+            ManifestEntry {
+                api_id: ApiId::new_random(),
+                revision: Revision::FIRST,
+                sha256: bad_sha,
+            },
+        ];
+        cache.write_manifest(entries.clone()).unwrap();
+        // Corrupt the second artifact on disk.
+        std::fs::write(cache.artifact_path(&bad_sha), b"tampered").unwrap();
+        let loaded = cache.load();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].entry, entries[0]);
+        assert_eq!(&loaded[0].xml[..], &good[..]);
+        assert!(
+            !cache.artifact_path(&bad_sha).exists(),
+            "corrupt entry is deleted"
+        );
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_only_referenced_artifacts() {
+        let cache = temp_cache();
+        let a = Sha256Digest::of(b"a");
+        let b = Sha256Digest::of(b"b");
+        cache.store_artifact(&a, b"a").unwrap();
+        cache.store_artifact(&b, b"b").unwrap();
+        assert_eq!(cache.prune(&HashSet::from([a])).unwrap(), 1);
+        assert!(cache.artifact_path(&a).exists());
+        assert!(!cache.artifact_path(&b).exists());
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn replaced_and_removed_artifacts_are_deleted_once_unused() {
+        let cache = temp_cache();
+        // A file an earlier run left behind.
+        let stale = Sha256Digest::of(b"stale");
+        cache.store_artifact(&stale, b"stale").unwrap();
+        let applied = |api_id, xml: &[u8]| CacheCommand::Applied {
+            entry: ManifestEntry {
+                api_id,
+                revision: Revision::FIRST,
+                sha256: Sha256Digest::of(xml),
+            },
+            xml: Bytes::copy_from_slice(xml),
+        };
+        let (a, b) = (ApiId::new_random(), ApiId::new_random());
+        let mut contents = CacheContents::default();
+        write_batch(&cache, vec![CacheCommand::Seed(Vec::new())], &mut contents).unwrap();
+        assert!(!cache.artifact_path(&stale).exists(), "swept by the seed");
+        // Two APIs share one artifact; a second deploy replaces a's.
+        write_batch(
+            &cache,
+            vec![applied(a, b"shared"), applied(b, b"shared")],
+            &mut contents,
+        )
+        .unwrap();
+        write_batch(&cache, vec![applied(a, b"a-v2")], &mut contents).unwrap();
+        let shared = Sha256Digest::of(b"shared");
+        assert!(cache.artifact_path(&shared).exists(), "b still uses it");
+        write_batch(&cache, vec![CacheCommand::Removed(b)], &mut contents).unwrap();
+        assert!(
+            !cache.artifact_path(&shared).exists(),
+            "nothing uses it any more"
+        );
+        let loaded = cache.load();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].entry.api_id, a);
+        assert_eq!(&loaded[0].xml[..], b"a-v2");
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn a_seeded_cache_keeps_every_entry_across_later_changes() {
+        let cache = temp_cache();
+        let entries: Vec<ManifestEntry> = (0..50)
+            .map(|i| {
+                let xml = format!("artifact {i}");
+                let sha256 = Sha256Digest::of(xml.as_bytes());
+                cache.store_artifact(&sha256, xml.as_bytes()).unwrap();
+                ManifestEntry {
+                    api_id: ApiId::new_random(),
+                    revision: Revision::FIRST,
+                    sha256,
+                }
+            })
+            .collect();
+        cache.write_manifest(entries.clone()).unwrap();
+        // A restart: seeded with what was loaded, then one more deploy.
+        let mut contents = CacheContents::default();
+        write_batch(
+            &cache,
+            vec![CacheCommand::Seed(entries.clone())],
+            &mut contents,
+        )
+        .unwrap();
+        let new_api = ApiId::new_random();
+        let command = CacheCommand::Applied {
+            entry: ManifestEntry {
+                api_id: new_api,
+                revision: Revision::FIRST,
+                sha256: Sha256Digest::of(b"new"),
+            },
+            xml: Bytes::from_static(b"new"),
+        };
+        write_batch(&cache, vec![command], &mut contents).unwrap();
+        assert_eq!(cache.load().len(), 51, "nothing of the seed was lost");
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn local_undeploys_round_trip() {
+        let cache = temp_cache();
+        assert!(cache.load_held().is_empty());
+        let held = vec![HeldEntry {
+            api_id: ApiId::new_random(),
+            through: Revision::FIRST,
+        }];
+        write_batch(
+            &cache,
+            vec![CacheCommand::Held(held.clone())],
+            &mut CacheContents::default(),
+        )
+        .unwrap();
+        assert_eq!(cache.load_held(), held);
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_manifest_loads_empty() {
+        let cache = temp_cache();
+        assert!(cache.load().is_empty());
+        std::fs::write(cache.manifest_path(), b"{not json").unwrap();
+        assert!(cache.load().is_empty());
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+}

@@ -1,0 +1,421 @@
+//! Gateway node configuration (DESIGN.md §7): deserialised from TOML and
+//! the environment, then validated into [`Settings`] before any port is
+//! bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use artisync_shared::amqp::Topology;
+use artisync_shared::config::{self, ConfigError};
+use artisync_shared::{GatewayLabel, NodeId};
+use serde::Deserialize;
+
+use crate::dataplane::DataPlaneConfig;
+
+/// The node's TOML file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    /// WSO2 API Manager's sections, accepted as WSO2 users write them.
+    #[serde(default)]
+    pub apim: RawApim,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGateway {
+    /// Node id; names the node's queue and its status reports. Default: the
+    /// host name.
+    pub id: Option<String>,
+    /// Address of the API traffic listener.
+    pub listen: String,
+    /// Address of the local admin API.
+    pub admin_listen: String,
+    /// Bearer token of the admin API (at least 8 characters).
+    pub admin_token: Option<String>,
+    /// Base URL of the traffic manager's internal data API.
+    pub traffic_manager_url: String,
+    /// Bearer token for the traffic manager, scoped to this node's labels.
+    pub traffic_manager_token: Option<String>,
+    /// Broker URL; `AMQP_URL` overrides it.
+    pub amqp_url: String,
+    /// Exchange the publisher sends deployment events to.
+    pub exchange: String,
+    /// The node's queue is this prefix plus the node id.
+    pub queue_prefix: String,
+    /// Where applied artifacts are kept for starts without upstream.
+    pub cache_dir: PathBuf,
+    /// Anti-entropy check against the traffic manager, in milliseconds.
+    pub reconcile_interval: u64,
+    /// Heartbeat / full status report to the traffic manager, in milliseconds.
+    pub status_interval: u64,
+    /// How long requests to the traffic manager may take, in milliseconds.
+    pub traffic_manager_timeout: u64,
+    /// Deliveries handled at once (AMQP prefetch).
+    pub event_prefetch: u16,
+    /// Time allowed for in-flight requests and deliveries on shutdown, in
+    /// milliseconds.
+    pub shutdown_grace_period: u64,
+    /// Tuning of the API traffic listener.
+    pub data_plane: DataPlaneConfig,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        let topology = Topology::default();
+        RawGateway {
+            id: None,
+            listen: "0.0.0.0:8280".into(),
+            admin_listen: "127.0.0.1:9600".into(),
+            admin_token: None,
+            traffic_manager_url: "http://127.0.0.1:9500".into(),
+            traffic_manager_token: None,
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: topology.exchange,
+            queue_prefix: topology.queue_prefix,
+            cache_dir: PathBuf::from("/var/lib/artisync/gateway"),
+            reconcile_interval: 30_000,
+            status_interval: 10_000,
+            traffic_manager_timeout: 10_000,
+            event_prefetch: 64,
+            shutdown_grace_period: 10_000,
+            data_plane: DataPlaneConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApim {
+    #[serde(default)]
+    pub sync_runtime_artifacts: RawSyncRuntimeArtifacts,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncRuntimeArtifacts {
+    #[serde(default)]
+    pub gateway: RawSync,
+}
+
+/// `[apim.sync_runtime_artifacts.gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSync {
+    /// Labels this node serves (at least one).
+    pub gateway_labels: Vec<String>,
+    /// Only `DBRetriever`: artifacts come from the traffic manager's store.
+    pub artifact_retriever: String,
+    /// First retry delay after a failed deployment, in milliseconds;
+    /// doubles per failure, capped at one hour.
+    pub deployment_retry_duration: u64,
+    /// Retries after the first failure before the API is marked failed.
+    pub max_retry_count: u32,
+    /// `sync`: readiness waits for the start-up deployment; `async`: serve
+    /// at once and deploy in the background.
+    pub data_retrieval_mode: String,
+    /// Milliseconds to wait after an event before fetching.
+    pub event_waiting_time: u64,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            gateway_labels: Vec::new(),
+            artifact_retriever: "DBRetriever".into(),
+            deployment_retry_duration: 15_000,
+            max_retry_count: 5,
+            data_retrieval_mode: "async".into(),
+            event_waiting_time: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrievalMode {
+    Sync,
+    Async,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: NodeId,
+    pub labels: Vec<GatewayLabel>,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: String,
+    pub traffic_manager_url: String,
+    pub traffic_manager_token: String,
+    pub traffic_manager_timeout: Duration,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub cache_dir: PathBuf,
+    pub reconcile_interval: Duration,
+    pub status_interval: Duration,
+    pub event_prefetch: u16,
+    pub shutdown_grace_period: Duration,
+    pub retry: RetryPolicy,
+    pub mode: RetrievalMode,
+    pub event_waiting_time: Duration,
+    pub data_plane: DataPlaneConfig,
+}
+
+/// When failed deployments are tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retries: u32,
+}
+
+impl RetryPolicy {
+    /// The delays between attempts: `first_delay`, doubling, capped at
+    /// `max_delay`, `max_retries` of them.
+    pub fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.first_delay)
+            .with_factor(2.0)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries as usize)
+    }
+}
+
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("AMQP_URL", "gateway.amqp_url"),
+    ("GATEWAY_ID", "gateway.id"),
+    ("TRAFFIC_MANAGER_URL", "gateway.traffic_manager_url"),
+    ("TRAFFIC_MANAGER_TOKEN", "gateway.traffic_manager_token"),
+    ("GATEWAY_ADMIN_TOKEN", "gateway.admin_token"),
+];
+
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = config::load(file, ENV_ALIASES)?;
+    raw.validate()
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+fn secret(key: &str, value: Option<String>) -> Result<String, ConfigError> {
+    match value {
+        Some(v) if v.len() >= 8 => Ok(v),
+        Some(_) => Err(ConfigError::invalid(key, "must be at least 8 characters")),
+        None => Err(ConfigError::invalid(key, "is required")),
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let g = self.gateway;
+        let s = self.apim.sync_runtime_artifacts.gateway;
+        let raw_id = g.id.or_else(host_name).ok_or_else(|| {
+            ConfigError::invalid("gateway.id", "is not set and the host name is unknown")
+        })?;
+        let node_id = NodeId::parse(&raw_id)
+            .map_err(|e| ConfigError::invalid("gateway.id", e.to_string()))?;
+        const LABELS: &str = "apim.sync_runtime_artifacts.gateway.gateway_labels";
+        if s.gateway_labels.is_empty() {
+            return Err(ConfigError::invalid(LABELS, "must name at least one label"));
+        }
+        let mut labels = Vec::new();
+        for raw in &s.gateway_labels {
+            let label = GatewayLabel::parse(raw)
+                .map_err(|e| ConfigError::invalid(LABELS, e.to_string()))?;
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+        if s.artifact_retriever != "DBRetriever" {
+            return Err(ConfigError::invalid(
+                "apim.sync_runtime_artifacts.gateway.artifact_retriever",
+                format!(
+                    "{:?} is not supported; artisync retrieves artifacts with \"DBRetriever\"",
+                    s.artifact_retriever
+                ),
+            ));
+        }
+        let mode = match s.data_retrieval_mode.to_ascii_lowercase().as_str() {
+            "sync" => RetrievalMode::Sync,
+            "async" => RetrievalMode::Async,
+            other => {
+                return Err(ConfigError::invalid(
+                    "apim.sync_runtime_artifacts.gateway.data_retrieval_mode",
+                    format!("{other:?} is not \"sync\" or \"async\""),
+                ));
+            }
+        };
+        if s.deployment_retry_duration == 0 {
+            return Err(ConfigError::invalid(
+                "apim.sync_runtime_artifacts.gateway.deployment_retry_duration",
+                "must be greater than 0",
+            ));
+        }
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::invalid(key, "must be greater than 0"))
+            } else {
+                Ok(Duration::from_millis(v))
+            }
+        };
+        let topology = Topology {
+            exchange: g.exchange,
+            queue_prefix: g.queue_prefix,
+        };
+        if topology.exchange.is_empty() {
+            return Err(ConfigError::invalid(
+                "gateway.exchange",
+                "must not be empty",
+            ));
+        }
+        if g.event_prefetch == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.event_prefetch",
+                "must be greater than 0",
+            ));
+        }
+        if g.data_plane.max_request_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.data_plane.max_request_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        let traffic_manager_url = config::url_with_scheme(
+            "gateway.traffic_manager_url",
+            g.traffic_manager_url.trim_end_matches('/'),
+            &["http", "https"],
+        )?;
+        Ok(Settings {
+            node_id,
+            labels,
+            listen: config::socket_addr("gateway.listen", &g.listen)?,
+            admin_listen: config::socket_addr("gateway.admin_listen", &g.admin_listen)?,
+            admin_token: secret("gateway.admin_token", g.admin_token)?,
+            traffic_manager_url,
+            traffic_manager_token: secret(
+                "gateway.traffic_manager_token",
+                g.traffic_manager_token,
+            )?,
+            traffic_manager_timeout: positive(
+                "gateway.traffic_manager_timeout",
+                g.traffic_manager_timeout,
+            )?,
+            amqp_url: config::url_with_scheme("gateway.amqp_url", &g.amqp_url, &["amqp", "amqps"])?,
+            topology,
+            cache_dir: g.cache_dir,
+            reconcile_interval: positive("gateway.reconcile_interval", g.reconcile_interval)?,
+            status_interval: positive("gateway.status_interval", g.status_interval)?,
+            event_prefetch: g.event_prefetch,
+            shutdown_grace_period: Duration::from_millis(g.shutdown_grace_period),
+            retry: RetryPolicy {
+                first_delay: Duration::from_millis(s.deployment_retry_duration),
+                max_delay: Duration::from_secs(3600),
+                max_retries: s.max_retry_count,
+            },
+            mode,
+            event_waiting_time: Duration::from_millis(s.event_waiting_time),
+            data_plane: g.data_plane,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(toml_text),
+        )
+        .extract()
+        .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+
+    const GOOD: &str = r#"
+        [gateway]
+        id = "gw-1"
+        admin_token = "admin-secret"
+        traffic_manager_token = "gateway-secret"
+        [apim.sync_runtime_artifacts.gateway]
+        gateway_labels = ["Production and Sandbox", "Label1"]
+        artifact_retriever = "DBRetriever"
+        deployment_retry_duration = 15000
+        max_retry_count = 5
+        data_retrieval_mode = "sync"
+        event_waiting_time = 0
+    "#;
+
+    #[test]
+    fn the_documented_sample_validates() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.node_id.as_str(), "gw-1");
+        assert_eq!(s.labels.len(), 2);
+        assert_eq!(s.mode, RetrievalMode::Sync);
+        assert_eq!(s.retry.first_delay, Duration::from_secs(15));
+        assert_eq!(s.reconcile_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                "data_retrieval_mode = \"sync\"",
+                "data_retrieval_mode = \"later\"",
+                "data_retrieval_mode",
+            ),
+            (
+                "artifact_retriever = \"DBRetriever\"",
+                "artifact_retriever = \"FileRetriever\"",
+                "artifact_retriever",
+            ),
+            (
+                "gateway_labels = [\"Production and Sandbox\", \"Label1\"]",
+                "gateway_labels = []",
+                "gateway_labels",
+            ),
+            ("id = \"gw-1\"", "id = \"gw/1\"", "gateway.id"),
+            (
+                "deployment_retry_duration = 15000",
+                "deployment_retry_duration = 0",
+                "deployment_retry_duration",
+            ),
+            (
+                "admin_token = \"admin-secret\"",
+                "admin_token = \"short\"",
+                "gateway.admin_token",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let err = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
+        let err = parse(&format!("{GOOD}\nunknown_key = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown_key"), "{err}");
+    }
+
+    #[test]
+    fn retry_delays_double_and_cap() {
+        use backon::BackoffBuilder;
+        let p = RetryPolicy {
+            first_delay: Duration::from_secs(15),
+            max_delay: Duration::from_secs(3600),
+            max_retries: 10,
+        };
+        let delays: Vec<u64> = p.backoff().build().map(|d| d.as_secs()).collect();
+        assert_eq!(
+            delays,
+            vec![15, 30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `[gateway.data_plane]`: tuning of the API traffic listener.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the data plane (the `[gateway.data_plane]` table of the node's
+/// TOML config). Every key is optional; unknown keys are refused so that a
+/// typo does not silently fall back to a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataPlaneConfig {
+    /// How long to wait for an endpoint's response headers, in milliseconds,
+    /// when the endpoint has no `<timeout>` of its own; beyond it the client
+    /// gets 504. Default 30000.
+    pub endpoint_timeout_ms: u64,
+    /// How long to wait for a TCP connection to an endpoint, in milliseconds.
+    /// Default 5000.
+    pub connect_timeout_ms: u64,
+    /// The largest request body the gateway accepts (413 beyond it), and the
+    /// largest response body it buffers for a mediator that reads it.
+    /// Default 10 MiB.
+    pub max_request_body_bytes: usize,
+    /// Idle keep-alive connections kept per endpoint host. Default 64.
+    pub pool_idle_per_host: usize,
+}
+
+impl DataPlaneConfig {
+    pub const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 10 * 1024 * 1024;
+    pub const DEFAULT_POOL_IDLE_PER_HOST: usize = 64;
+
+    pub fn endpoint_timeout(&self) -> Duration {
+        Duration::from_millis(self.endpoint_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        DataPlaneConfig {
+            endpoint_timeout_ms: Self::DEFAULT_ENDPOINT_TIMEOUT_MS,
+            connect_timeout_ms: Self::DEFAULT_CONNECT_TIMEOUT_MS,
+            max_request_body_bytes: Self::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            pool_idle_per_host: Self::DEFAULT_POOL_IDLE_PER_HOST,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_keys_take_their_defaults() {
+        let config: DataPlaneConfig =
+            serde_json::from_str(r#"{"endpoint_timeout_ms": 1500}"#).unwrap();
+        assert_eq!(config.endpoint_timeout_ms, 1500);
+        assert_eq!(config.connect_timeout_ms, 5000);
+        assert_eq!(config.max_request_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(config.pool_idle_per_host, 64);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(serde_json::from_str::<DataPlaneConfig>(r#"{"endpoint_timeout": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! The API traffic listener: accept loop with graceful shutdown, and the
+//! per-request path from routing to mediation.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::body::Body;
+use super::config::DataPlaneConfig;
+use super::context::MessageContext;
+use super::error_body::error_response;
+use super::matcher::{ResourceMatch, allow_header, match_resource, model_method};
+use super::mediation::mediate;
+use super::proxy::{HttpClient, build_client};
+use super::routing::{CompiledApi, SharedRoutingTable};
+use crate::metrics::UNROUTED_REQUESTS;
+
+/// Request ids: unique per process, cheap (no formatting or randomness on
+/// the hot path).
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The data plane: the routing table it reads and the pooled client it
+/// forwards with.
+pub struct DataPlane {
+    table: SharedRoutingTable,
+    pub(crate) client: HttpClient,
+    pub(crate) endpoint_timeout: Duration,
+    config: DataPlaneConfig,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("apis", &self.table.load().len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    pub fn new(table: SharedRoutingTable, config: DataPlaneConfig) -> Self {
+        DataPlane {
+            client: build_client(&config),
+            endpoint_timeout: config.endpoint_timeout(),
+            table,
+            config,
+        }
+    }
+
+    /// The table this data plane routes on (the deployer swaps it).
+    pub fn routing_table(&self) -> &SharedRoutingTable {
+        &self.table
+    }
+
+    pub fn config(&self) -> &DataPlaneConfig {
+        &self.config
+    }
+
+    /// Answers one request. Never fails: every problem becomes a JSON error.
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+        // One load of the table per request; the API is then held by its own
+        // `Arc`, so a deploy swapping the table meanwhile does not affect
+        // this request (and the table guard is not held across awaits).
+        let routed = {
+            let table = self.table.load();
+            table
+                .route(request.uri().path())
+                .map(|(api, start)| (Arc::clone(api), start))
+        };
+        let Some((api, start)) = routed else {
+            UNROUTED_REQUESTS.inc();
+            let path = request.uri().path();
+            tracing::debug!(request_id, path, "no API deployed at this path");
+            return error_response(
+                StatusCode::NOT_FOUND,
+                &format!("no API deployed at {path}"),
+                path,
+            );
+        };
+        let span = tracing::info_span!(
+            "api_request",
+            request_id,
+            api_id = %api.api_id,
+            revision = %api.revision,
+        );
+        let response = self
+            .dispatch(&api, start, request, remote)
+            .instrument(span)
+            .await;
+        api.traffic
+            .observe(response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        api: &CompiledApi,
+        start: usize,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let (parts, incoming) = request.into_parts();
+        let http::request::Parts {
+            method,
+            uri,
+            headers,
+            ..
+        } = parts;
+        let path = uri.path();
+        let remainder = path.get(start..).unwrap_or("");
+        let query = uri.query();
+
+        let resources = &api.artifact.api.resources;
+        let (index, vars) = match match_resource(
+            resources,
+            &api.method_masks,
+            model_method(&method),
+            remainder,
+            query,
+        ) {
+            ResourceMatch::Found { index, vars } => (index, vars),
+            ResourceMatch::MethodNotAllowed { allowed } => {
+                let allow = allow_header(allowed);
+                let mut response = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("method {method} is not allowed here; allowed: {allow}"),
+                    path,
+                );
+                if let Ok(value) = HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert(ALLOW, value);
+                }
+                return response;
+            }
+            ResourceMatch::NotFound => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("no resource of API {} matches {path}", api.name()),
+                    path,
+                );
+            }
+        };
+        let Some(resource) = resources.get(index) else {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "resource vanished", path);
+        };
+
+        // Refuse a declared oversized body before reading any of it;
+        // undeclared (chunked) ones are cut off by the body's own limit.
+        let max = self.config.max_request_body_bytes;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body exceeds the limit of {max} bytes"),
+                path,
+            );
+        }
+
+        let mut ctx = MessageContext::new(
+            api,
+            &method,
+            path,
+            remainder,
+            query,
+            vars,
+            headers,
+            Body::from_incoming(incoming, max),
+            remote.ip(),
+            max,
+        );
+        let response = mediate(self, &mut ctx, resource).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+}
+
+/// Serves API traffic on `listener` until `shutdown` is cancelled; then
+/// stops accepting, lets requests in flight finish (idle keep-alive
+/// connections are closed), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    data_plane: Arc<DataPlane>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        // Slowloris protection: a client must finish its headers in time.
+        .header_read_timeout(Duration::from_secs(30));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "data plane listening");
+    }
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Usually out of file descriptors or a connection reset
+                // before accept: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "accepting a connection failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                }
+            }
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+        let data_plane = Arc::clone(&data_plane);
+        let service = service_fn(move |request| {
+            let data_plane = Arc::clone(&data_plane);
+            async move { Ok::<_, Infallible>(data_plane.handle(request, remote).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "data plane stopping; waiting for requests in flight"
+    );
+    graceful.shutdown().await;
+    tracing::info!("data plane stopped");
+    Ok(())
+}
