@@ -1,0 +1,8 @@
+#![forbid(unsafe_code)]
+//! The `artisync` command's library: the local cluster launcher used by
+//! `artisync up` and by the end-to-end tests.
+
+pub mod client;
+pub mod cluster;
+pub mod process;
+pub mod up;

@@ -1,0 +1,239 @@
+//! `artisync up`: a whole local cluster in one command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::Connection;
+
+use crate::client::{GatewayAdminClient, PublisherClient};
+use crate::cluster::{Cluster, ClusterSpec};
+
+/// The sample API `up` publishes.
+pub const SAMPLE_API: &str = include_str!("../../config/sample-api.xml");
+pub const SAMPLE_LABEL: &str = "Production and Sandbox";
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// PostgreSQL for the artifact store; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/artisync"
+    )]
+    pub database_url: String,
+    /// RabbitMQ for deployment events.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Where configs, logs and gateway caches go.
+    #[arg(long, default_value = ".artisync")]
+    pub work_dir: PathBuf,
+    /// Once everything is ready, write a JSON description of the cluster here.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Do not publish the sample API.
+    #[arg(long)]
+    pub no_sample: bool,
+    /// Added to every port (9400, 9500, 8280.., 9600..), to run a second
+    /// cluster beside the first.
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Exchange deployment events go to.
+    #[arg(long, default_value = "artisync.deployments")]
+    pub exchange: String,
+    /// Each gateway's queue is this prefix plus its id.
+    #[arg(long, default_value = "artisync.gateway.")]
+    pub queue_prefix: String,
+}
+
+/// Creates the database named in `url` if it does not exist.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Ok(());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("database name {name:?} must be letters, digits, '_' or '-'");
+    }
+    let mut admin_url = parsed.clone();
+    admin_url.set_path("/postgres");
+    let mut conn = sqlx::PgConnection::connect(admin_url.as_str())
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {}", redact(&parsed)))?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        // The name was checked above to hold no quoting characters.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("cannot create database {name}"))?;
+        println!("created database {name}");
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    ensure_database(&args.database_url).await?;
+    let work_dir = std::path::absolute(&args.work_dir).context("work dir")?;
+    let mut spec = ClusterSpec::local(args.database_url.clone(), args.amqp_url.clone(), work_dir);
+    spec.exchange = args.exchange.clone();
+    spec.queue_prefix = args.queue_prefix.clone();
+    if args.port_offset > 0 {
+        let shift = |port: u16| {
+            port.checked_add(args.port_offset).with_context(|| {
+                format!(
+                    "--port-offset {} moves port {port} past 65535",
+                    args.port_offset
+                )
+            })
+        };
+        spec.publisher_port = shift(spec.publisher_port)?;
+        spec.traffic_manager_port = shift(spec.traffic_manager_port)?;
+        for gw in &mut spec.gateways {
+            gw.port = shift(gw.port)?;
+            gw.admin_port = shift(gw.admin_port)?;
+        }
+    }
+    println!(
+        "starting publisher, traffic manager and 3 gateway nodes (logs in {}/logs) ...",
+        spec.work_dir.display()
+    );
+    let mut cluster = Cluster::start(spec).await?;
+    let result = serve(&mut cluster, &args).await;
+    if let Err(e) = &result {
+        eprintln!("artisync up: {e:#}");
+    }
+    println!("\nstopping ...");
+    cluster.stop().await;
+    println!("stopped");
+    result
+}
+
+async fn serve(cluster: &mut Cluster, args: &UpArgs) -> anyhow::Result<()> {
+    let spec = cluster.spec.clone();
+    let publisher = PublisherClient::new(&spec.publisher_url(), &spec.publisher_token);
+    let mut sample_id = None;
+    if !args.no_sample {
+        let id = publish_sample(&publisher).await?;
+        for gw in spec
+            .gateways
+            .iter()
+            .filter(|g| g.labels.iter().any(|l| l == SAMPLE_LABEL))
+        {
+            let admin = GatewayAdminClient::new(
+                &format!("http://127.0.0.1:{}", gw.admin_port),
+                &spec.admin_token,
+            );
+            let answer = admin
+                .wait_for_revision(&id.0, id.1, Duration::from_secs(30))
+                .await?;
+            if !answer.status.is_success() {
+                bail!("{} did not deploy the sample API: {}", gw.id, answer.text);
+            }
+        }
+        sample_id = Some(id.0);
+    }
+    if let Some(path) = &args.state_file {
+        cluster.write_state_file(path)?;
+    }
+    print_walkthrough(&spec, sample_id.as_deref());
+    artisync_shared::signals::wait_for_termination().await;
+    Ok(())
+}
+
+/// Publishes (or finds) the sample API and deploys its latest revision;
+/// returns its id and revision.
+async fn publish_sample(publisher: &PublisherClient) -> anyhow::Result<(String, u32)> {
+    let created = publisher.create_api(SAMPLE_API).await?;
+    let (id, revision) = if created.status.as_u16() == 409 {
+        let list = publisher
+            .0
+            .get("/api/v1/apis")
+            .await?
+            .expect("GET", "/api/v1/apis")?;
+        let found = list["apis"]
+            .as_array()
+            .and_then(|apis| {
+                apis.iter()
+                    .find(|a| a["name"] == "HelloAPI" && a["version"] == "1.0.0")
+            })
+            .context("the sample API exists but is not listed")?;
+        let id = found["id"].as_str().unwrap_or_default().to_owned();
+        let updated = publisher
+            .update_api(&id, SAMPLE_API)
+            .await?
+            .expect("PUT", "/api/v1/apis/{id}")?;
+        (id, updated["revision"].as_u64().unwrap_or(1) as u32)
+    } else {
+        let body = created.expect("POST", "/api/v1/apis")?;
+        (
+            body["id"].as_str().unwrap_or_default().to_owned(),
+            body["revision"].as_u64().unwrap_or(1) as u32,
+        )
+    };
+    publisher
+        .deploy(&id, &[SAMPLE_LABEL], Some(revision))
+        .await?
+        .expect("POST", "/api/v1/apis/{id}/deployments")?;
+    Ok((id, revision))
+}
+
+fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>) {
+    let p = spec.publisher_url();
+    let t = &spec.publisher_token;
+    println!("\nartisync is up.\n");
+    println!("  publisher        {p}   (token {t})");
+    println!("  traffic manager  {}", spec.traffic_manager_url());
+    for gw in &spec.gateways {
+        println!(
+            "  {}             http://127.0.0.1:{}   admin http://127.0.0.1:{}   labels {:?}",
+            gw.id, gw.port, gw.admin_port, gw.labels
+        );
+    }
+    println!("  admin token      {}\n", spec.admin_token);
+    if let Some(id) = sample {
+        println!("The sample API {id} is deployed to \"{SAMPLE_LABEL}\" (gw-1, gw-2). Try:\n");
+        for gw in &spec.gateways {
+            let note = if gw.labels.iter().any(|l| l == SAMPLE_LABEL) {
+                String::new()
+            } else {
+                format!("     # {} serves {:?}: 404", gw.id, gw.labels)
+            };
+            println!(
+                "  curl -s http://127.0.0.1:{}/hello/1.0.0/greet/world{note}",
+                gw.port
+            );
+        }
+        println!();
+        println!("  curl -s -H 'Authorization: Bearer {t}' {p}/api/v1/apis/{id}/status");
+        println!("  curl -s -H 'Authorization: Bearer {t}' -H 'Content-Type: application/json' \\");
+        println!("       -d '{{\"labels\": [\"Label1\"]}}' {p}/api/v1/apis/{id}/deployments");
+        if let Some(first) = spec.gateways.first() {
+            println!(
+                "  curl -s -H 'Authorization: Bearer {}' http://127.0.0.1:{}/api/gateway/v1/apis\n",
+                spec.admin_token, first.admin_port
+            );
+        }
+    }
+    println!("Ctrl-C stops everything.");
+}
