@@ -1,0 +1,142 @@
+//! `artisync up`, the user's entry point, as a user runs it: one command
+//! starts the whole local cluster, publishes the sample API, writes the
+//! state file, and Ctrl-C stops everything.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use artisync_e2e::{TestEnv, eventually};
+use serde_json::Value;
+
+/// An offset that moves every port of the `up` topology onto free ports.
+fn free_offset() -> anyhow::Result<u16> {
+    let base = [9400u16, 9500, 8280, 8281, 8282, 9600, 9601, 9602];
+    for _ in 0..50 {
+        let offset = 20_000 + rand::random::<u16>() % 20_000;
+        let all_free = base
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + offset)).is_ok());
+        if all_free {
+            return Ok(offset);
+        }
+    }
+    anyhow::bail!("no free port range found")
+}
+
+fn artisync_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test executable has no target dir")?;
+    let bin = dir.join("artisync");
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+#[tokio::test]
+async fn artisync_up_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    for id in ["gw-1", "gw-2", "gw-3"] {
+        // Registers the node names so their queues are removed afterwards.
+        env.gateway(id, &["unused"])?;
+    }
+    let offset = free_offset()?;
+    let state_file = env.work_dir.join("state.json");
+    let mut up = tokio::process::Command::new(artisync_binary()?)
+        .arg("up")
+        .arg("--state-file")
+        .arg(&state_file)
+        .arg("--work-dir")
+        .arg(env.work_dir.join("up"))
+        .arg("--port-offset")
+        .arg(offset.to_string())
+        .arg("--exchange")
+        .arg(&env.exchange)
+        .arg("--queue-prefix")
+        .arg(&env.queue_prefix)
+        .env("DATABASE_URL", &env.db.url)
+        .env("AMQP_URL", &env.amqp_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let state: Value = eventually("the state file", Duration::from_secs(60), || {
+        let exited = up.try_wait().ok().flatten();
+        let state_file = state_file.clone();
+        async move {
+            if let Some(status) = exited {
+                anyhow::bail!("artisync up exited early with {status}");
+            }
+            Ok(std::fs::read(&state_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok()))
+        }
+    })
+    .await?;
+
+    assert!(state["publisher"]["url"].as_str().is_some());
+    assert!(state["publisher"]["token"].as_str().is_some());
+    assert!(state["trafficManager"]["url"].as_str().is_some());
+    let gateways = state["gateways"].as_array().context("gateways")?;
+    assert_eq!(gateways.len(), 3);
+    let http = reqwest::Client::new();
+    let mut pids = Vec::new();
+    for gw in gateways {
+        let id = gw["id"].as_str().unwrap_or_default();
+        let url = gw["url"].as_str().context("url")?;
+        let pid = gw["pid"].as_u64().context("pid")?;
+        pids.push(pid);
+        assert!(gw["adminUrl"].as_str().is_some() && gw["adminToken"].as_str().is_some());
+        let labels: Vec<&str> = gw["labels"]
+            .as_array()
+            .context("labels")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let response = http
+            .get(format!("{url}/hello/1.0.0/greet/world"))
+            .send()
+            .await?;
+        if labels == ["Production and Sandbox"] {
+            assert_eq!(response.status(), 200, "{id}");
+            let body: Value = response.json().await?;
+            assert_eq!(body["message"], "Hello, world!", "{id}");
+        } else {
+            assert_eq!(labels, ["Label1"]);
+            assert_eq!(response.status(), 404, "{id} serves Label1 only");
+        }
+    }
+
+    // Ctrl-C.
+    let pid = up.id().context("pid of artisync up")?;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+        .await
+        .context("artisync up did not stop after Ctrl-C")??;
+    assert!(status.success(), "exit status {status}");
+    for pid in pids {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "gateway process {pid} outlived artisync up");
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = up.stdout.take() {
+        use tokio::io::AsyncReadExt;
+        stdout.read_to_string(&mut out).await?;
+    }
+    assert!(out.contains("artisync is up"), "{out}");
+    assert!(out.contains("stopped"), "{out}");
+    Ok(())
+}
