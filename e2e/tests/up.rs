@@ -6,14 +6,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use artisync_e2e::{TestEnv, eventually};
+use artisync_e2e::TestEnv;
 use serde_json::Value;
 
 /// An offset that moves every port of the `up` topology onto free ports.
+/// The shifted ports stay below 32768, where the kernel hands out ports for
+/// outgoing connections: a port picked there can be taken by one of the
+/// cluster's own database connections before the component binds it.
 fn free_offset() -> anyhow::Result<u16> {
     let base = [9400u16, 9500, 8280, 8281, 8282, 9600, 9601, 9602];
     for _ in 0..50 {
-        let offset = 20_000 + rand::random::<u16>() % 20_000;
+        let offset = 10_000 + rand::random::<u16>() % 13_000;
         let all_free = base
             .iter()
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + offset)).is_ok());
@@ -68,19 +71,28 @@ async fn artisync_up_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<
         .kill_on_drop(true)
         .spawn()?;
 
-    let state: Value = eventually("the state file", Duration::from_secs(60), || {
-        let exited = up.try_wait().ok().flatten();
-        let state_file = state_file.clone();
-        async move {
-            if let Some(status) = exited {
-                anyhow::bail!("artisync up exited early with {status}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let state: Value = loop {
+        if let Some(status) = up.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut stderr) = up.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                stderr.read_to_string(&mut err).await?;
             }
-            Ok(std::fs::read(&state_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok()))
+            anyhow::bail!("artisync up exited early with {status}: {err}");
         }
-    })
-    .await?;
+        if let Some(state) = std::fs::read(&state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            break state;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "artisync up wrote no state file within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
 
     assert!(state["publisher"]["url"].as_str().is_some());
     assert!(state["publisher"]["token"].as_str().is_some());
