@@ -4,6 +4,10 @@
 //! Events are hints. Whatever an event says, the node asks the artifact
 //! source what the API should run now and moves there, never to an older
 //! revision; so duplicate, late and out-of-order events are harmless.
+//! The one shortcut: a fresh deploy event that carries its (small)
+//! artifact is deployed from the event, after checking its digest, since
+//! moving up to the announced revision is what the source would answer
+//! too; a later event or the next reconcile corrects anything else.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,7 +28,7 @@ use crate::cache::{CacheCommand, CacheWriter, HeldEntry, ManifestEntry};
 use crate::config::RetryPolicy;
 use crate::dataplane::CompiledApi;
 use crate::metrics::Metrics;
-use crate::source::{ArtifactSource, MetadataAnswer, SourceError};
+use crate::source::{ArtifactSource, FetchedArtifact, MetadataAnswer, SourceError};
 use crate::state::{AppliedRevision, Failure, NodeState};
 
 /// Above this many differences, reconcile fetches with one streamed bulk
@@ -32,6 +36,10 @@ use crate::state::{AppliedRevision, Failure, NodeState};
 const BULK_THRESHOLD: usize = 16;
 /// Deploys a reconcile runs at once.
 const RECONCILE_CONCURRENCY: usize = 16;
+/// An artifact inside an event older than this is not used: the event is
+/// being replayed from a backlog, where later changes may be queued behind
+/// it, so the source is asked instead.
+const INLINE_ARTIFACT_MAX_AGE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeployError {
@@ -39,7 +47,7 @@ pub enum DeployError {
     Fetch(Arc<SourceError>),
     #[error("the artifact is invalid: {0}")]
     Invalid(ArtifactError),
-    #[error("the artifact's digest is {actual}, the traffic manager announced {announced}")]
+    #[error("the artifact's digest is {actual}, but {announced} was announced")]
     DigestMismatch {
         announced: Sha256Digest,
         actual: Sha256Digest,
@@ -165,10 +173,13 @@ impl Synchronizer {
             // label of this node: the artifact source decides.
             EventType::RemoveApiFromGateway => None,
         };
+        let inline = hint.and_then(|revision| inline_artifact(event, revision));
         if !self.config.event_waiting_time.is_zero() {
             tokio::time::sleep(self.config.event_waiting_time).await;
         }
-        let outcome = self.sync_api(event.api_id, hint, traceparent).await;
+        let outcome = self
+            .sync_api_with(event.api_id, hint, inline, traceparent)
+            .await;
         if let Ok(Outcome::Deployed(_)) = outcome {
             self.metrics
                 .observe_deploy(received.elapsed(), event.timestamp);
@@ -184,7 +195,20 @@ impl Synchronizer {
         hint: Option<Revision>,
         traceparent: Option<String>,
     ) -> Result<Outcome, DeployError> {
+        self.sync_api_with(id, hint, None, traceparent).await
+    }
+
+    /// [`Synchronizer::sync_api`], with the artifact an event carried: the
+    /// first attempt deploys it instead of fetching; retries fetch.
+    async fn sync_api_with(
+        self: &Arc<Self>,
+        id: ApiId,
+        hint: Option<Revision>,
+        inline: Option<FetchedArtifact>,
+        traceparent: Option<String>,
+    ) -> Result<Outcome, DeployError> {
         let generation = self.state.next_generation(id);
+        let inline = Arc::new(Mutex::new(inline));
         let (first_tx, first_rx) = oneshot::channel();
         let first_tx = Arc::new(Mutex::new(Some(first_tx)));
         let this = self.clone();
@@ -195,8 +219,11 @@ impl Synchronizer {
                 let this = this.clone();
                 let traceparent = traceparent.clone();
                 let first_tx = first_tx.clone();
+                let inline = inline.lock().unwrap_or_else(|p| p.into_inner()).take();
                 async move {
-                    let result = this.attempt(id, hint, traceparent.as_deref(), generation).await;
+                    let result = this
+                        .attempt(id, hint, inline, traceparent.as_deref(), generation)
+                        .await;
                     let first = first_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
                     if let Some(tx) = first {
                         // Show the coming retry before the caller hears of
@@ -276,6 +303,7 @@ impl Synchronizer {
         &self,
         id: ApiId,
         hint: Option<Revision>,
+        inline: Option<FetchedArtifact>,
         traceparent: Option<&str>,
         generation: u64,
     ) -> Result<Outcome, DeployError> {
@@ -316,11 +344,16 @@ impl Synchronizer {
             }
             Ok(fetched)
         };
-        let fetched = fetch
-            .retry(stale_retries)
-            .sleep(tokio::time::sleep)
-            .when(|e| matches!(e, DeployError::Stale { .. }))
-            .await?;
+        let fetched = match inline {
+            Some(artifact) => Some(artifact),
+            None => {
+                fetch
+                    .retry(stale_retries)
+                    .sleep(tokio::time::sleep)
+                    .when(|e| matches!(e, DeployError::Stale { .. }))
+                    .await?
+            }
+        };
         let Some(fetched) = fetched else {
             if record.applied.is_some() {
                 let removed = self.state.remove(id, false);
@@ -630,6 +663,26 @@ impl Synchronizer {
 }
 
 /// The cache's record of an installed revision.
+/// The artifact a fresh deploy event carries for `revision`, if any.
+fn inline_artifact(event: &DeploymentEvent, revision: Revision) -> Option<FetchedArtifact> {
+    let xml = event.artifact.as_ref()?;
+    let age = Utc::now().signed_duration_since(event.timestamp);
+    let fresh = match age.to_std() {
+        Ok(age) => age <= INLINE_ARTIFACT_MAX_AGE,
+        // A timestamp slightly ahead of this clock is fresh too.
+        Err(_) => true,
+    };
+    if !fresh {
+        tracing::debug!(api_id = %event.api_id, %revision, age_ms = age.num_milliseconds(), "event too old to deploy its artifact; fetching");
+        return None;
+    }
+    Some(FetchedArtifact {
+        revision,
+        sha256: event.sha256,
+        xml: Bytes::copy_from_slice(xml.as_bytes()),
+    })
+}
+
 fn applied_in_cache(api_id: ApiId, applied: &AppliedRevision) -> CacheCommand {
     CacheCommand::Applied {
         entry: ManifestEntry {
@@ -811,5 +864,74 @@ mod tests {
         );
         assert!(sync.state.install(id, compiled(2)), "same is allowed");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn deploy_event(id: ApiId, a: &FetchedArtifact, age: chrono::Duration) -> DeploymentEvent {
+        DeploymentEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: EventType::DeployApiInGateway,
+            timestamp: Utc::now() - age,
+            api_id: id,
+            name: "A".into(),
+            version: String::new(),
+            context: "/a".into(),
+            revision: a.revision,
+            sha256: a.sha256,
+            gateway_labels: vec![GatewayLabel::parse("Label1").unwrap()],
+            sequence: 1,
+            artifact: Some(String::from_utf8(a.xml.to_vec()).unwrap()),
+        }
+    }
+
+    fn applied(sync: &Synchronizer, id: ApiId) -> Option<Revision> {
+        sync.state.record(&id).and_then(|r| r.applied_revision())
+    }
+
+    #[tokio::test]
+    async fn a_fresh_event_with_its_artifact_deploys_without_a_fetch() {
+        let (sync, source, dir) = synchronizer(vec![Some(artifact(1))]);
+        let id = ApiId::new_random();
+        let event = deploy_event(id, &artifact(2), chrono::Duration::zero());
+        sync.handle_event(&event, None).await;
+        assert_eq!(applied(&sync, id), Revision::new(2).ok());
+        assert_eq!(*source.fetches.lock().unwrap(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_inline_artifact_that_fails_its_digest_is_fetched_instead() {
+        let (sync, source, dir) = synchronizer(vec![Some(artifact(2))]);
+        let id = ApiId::new_random();
+        let mut event = deploy_event(id, &artifact(2), chrono::Duration::zero());
+        event.artifact = Some(String::from_utf8(artifact(3).xml.to_vec()).unwrap());
+        sync.handle_event(&event, None).await;
+        // The first attempt fails on the digest; the retry fetches.
+        eventually_applied(&sync, id, Revision::new(2).unwrap()).await;
+        assert_eq!(applied(&sync, id), Revision::new(2).ok());
+        assert_eq!(*source.fetches.lock().unwrap(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_old_event_asks_the_source_instead_of_using_its_artifact() {
+        // Replayed from a backlog: the API has been undeployed since.
+        let (sync, source, dir) = synchronizer(vec![None]);
+        let id = ApiId::new_random();
+        let event = deploy_event(id, &artifact(2), chrono::Duration::seconds(60));
+        sync.handle_event(&event, None).await;
+        assert_eq!(applied(&sync, id), None);
+        assert_eq!(*source.fetches.lock().unwrap(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn eventually_applied(sync: &Synchronizer, id: ApiId, revision: Revision) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while applied(sync, id) != Some(revision) {
+            assert!(
+                Instant::now() < deadline,
+                "revision {revision} never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

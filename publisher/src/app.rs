@@ -92,7 +92,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
     let state = Arc::new(ApiState {
-        store: Arc::new(PgArtifactStore::new(pool.clone())),
+        store: Arc::new(
+            PgArtifactStore::new(pool.clone())
+                .with_inline_artifact_limit(settings.inline_artifact_max_bytes),
+        ),
         pool: pool.clone(),
         tokens: settings.tokens.clone(),
         max_body_bytes: settings.max_body_bytes,

@@ -46,6 +46,10 @@ pub struct RawPublisher {
     pub outbox_retention_hours: u64,
     /// A gateway node without a heartbeat for this long is reported stale (ms).
     pub gateway_stale_after_ms: u64,
+    /// Deploy events carry the artifact itself when it is at most this many
+    /// bytes, so gateways deploy without fetching it; 0 never inlines.
+    /// At most 1 MiB, to keep broker messages small.
+    pub inline_artifact_max_bytes: usize,
 }
 
 impl Default for RawPublisher {
@@ -58,6 +62,7 @@ impl Default for RawPublisher {
             relay_poll_interval_ms: 1000,
             outbox_retention_hours: 24 * 7,
             gateway_stale_after_ms: 30_000,
+            inline_artifact_max_bytes: 64 * 1024,
         }
     }
 }
@@ -147,7 +152,11 @@ pub struct Settings {
     pub relay_poll_interval: Duration,
     pub outbox_retention: Duration,
     pub gateway_stale_after: Duration,
+    pub inline_artifact_max_bytes: usize,
 }
+
+/// The largest artifact a deploy event may carry.
+pub const MAX_INLINE_ARTIFACT_BYTES: usize = 1024 * 1024;
 
 /// Environment variables that override keys under their usual names.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
@@ -188,6 +197,12 @@ impl RawConfig {
                     "token {:?}... is shorter than 8 characters",
                     &short[..short.len().min(2)]
                 ),
+            ));
+        }
+        if p.inline_artifact_max_bytes > MAX_INLINE_ARTIFACT_BYTES {
+            return Err(ConfigError::invalid(
+                "publisher.inline_artifact_max_bytes",
+                format!("must be at most {MAX_INLINE_ARTIFACT_BYTES} (0 turns inlining off)"),
             ));
         }
         if p.max_body_bytes < 1024 {
@@ -254,6 +269,7 @@ impl RawConfig {
             relay_poll_interval: Duration::from_millis(p.relay_poll_interval_ms),
             outbox_retention: Duration::from_secs(p.outbox_retention_hours * 3600),
             gateway_stale_after: Duration::from_millis(p.gateway_stale_after_ms.max(1)),
+            inline_artifact_max_bytes: p.inline_artifact_max_bytes,
         })
     }
 }
@@ -359,6 +375,7 @@ mod tests {
         assert_eq!(s.listen.port(), 9400);
         assert_eq!(s.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(s.topology.exchange, "artisync.deployments");
+        assert_eq!(s.inline_artifact_max_bytes, 64 * 1024);
     }
 
     #[test]
@@ -370,6 +387,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("publisher.tokens")
+        );
+        let mut c = base();
+        c.publisher.inline_artifact_max_bytes = MAX_INLINE_ARTIFACT_BYTES + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("publisher.inline_artifact_max_bytes")
         );
         let mut c = base();
         c.publisher.listen = "bad".into();

@@ -1139,6 +1139,50 @@ async fn labels_with_special_characters_round_trip_through_the_path() {
 }
 
 #[tokio::test]
+async fn deploy_events_carry_artifacts_up_to_the_configured_size() {
+    let small = mock_api("Inline", "/inline", "r1");
+    let limit = small.len() + 8;
+    let h = Harness::start_with(|raw| raw.publisher.inline_artifact_max_bytes = limit).await;
+    let (_, created) = h.create(&small).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mark = h.max_outbox_id().await;
+    assert_eq!(
+        h.deploy(&id, json!({"labels": [PROD]})).await.0,
+        StatusCode::OK
+    );
+    let rows = h.outbox_after(mark).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].payload["artifact"], json!(small));
+
+    // A revision over the limit is announced without its artifact.
+    let large = mock_api("Inline", "/inline", &"r".repeat(64));
+    assert!(large.len() > limit);
+    assert_eq!(h.update(&id, &large).await.0, StatusCode::CREATED);
+    let mark = h.max_outbox_id().await;
+    assert_eq!(
+        h.deploy(&id, json!({"labels": [PROD]})).await.0,
+        StatusCode::OK
+    );
+    let rows = h.outbox_after(mark).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].payload["revision"], 2);
+    assert!(rows[0].payload.get("artifact").is_none(), "{:?}", rows[0]);
+
+    // Removals never carry one.
+    let mark = h.max_outbox_id().await;
+    assert_eq!(
+        h.delete(&format!("/api/v1/apis/{id}/deployments/{PROD_PATH}"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let rows = h.outbox_after(mark).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].payload.get("artifact").is_none(), "{:?}", rows[0]);
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn known_labels_refuse_typos_with_422() {
     let h = Harness::start_with(|raw| {
         raw.publisher.known_labels = vec![PROD.into(), LABEL1.into()];

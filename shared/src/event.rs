@@ -32,6 +32,13 @@ pub struct DeploymentEvent {
     pub gateway_labels: Vec<GatewayLabel>,
     /// Global, monotonic number of the change.
     pub sequence: i64,
+    /// The artifact of `revision` itself, on deploy events when it is small
+    /// (the publisher's `inline_artifact_max_bytes`). A gateway that gets
+    /// it checks it against `sha256` and deploys without fetching it from
+    /// the traffic manager; without it (or on any doubt) it fetches.
+    /// Not part of the minimal contract: consumers must not require it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
 }
 
 impl DeploymentEvent {
@@ -63,6 +70,7 @@ mod tests {
             sha256: Sha256Digest::of(b"x"),
             gateway_labels: vec![GatewayLabel::parse("Production and Sandbox").unwrap()],
             sequence: 42,
+            artifact: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
         for key in [
@@ -81,7 +89,19 @@ mod tests {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["type"], "DEPLOY_API_IN_GATEWAY");
+        assert!(json.get("artifact").is_none(), "absent, not null");
         assert_eq!(DeploymentEvent::from_json(&event.to_json()).unwrap(), event);
+
+        let inline = DeploymentEvent {
+            artifact: Some("<api/>".into()),
+            ..event
+        };
+        let json: serde_json::Value = serde_json::from_slice(&inline.to_json()).unwrap();
+        assert_eq!(json["artifact"], "<api/>");
+        assert_eq!(
+            DeploymentEvent::from_json(&inline.to_json()).unwrap(),
+            inline
+        );
     }
 
     #[test]

@@ -16,11 +16,25 @@ use super::*;
 #[derive(Clone)]
 pub struct PgArtifactStore {
     pool: PgPool,
+    inline_artifact_max_bytes: usize,
 }
 
 impl PgArtifactStore {
+    /// Artifacts up to this size travel inside their deploy events.
+    pub const DEFAULT_INLINE_ARTIFACT_MAX_BYTES: usize = 64 * 1024;
+
     pub fn new(pool: PgPool) -> Self {
-        PgArtifactStore { pool }
+        PgArtifactStore {
+            pool,
+            inline_artifact_max_bytes: Self::DEFAULT_INLINE_ARTIFACT_MAX_BYTES,
+        }
+    }
+
+    /// Deploy events carry artifacts up to `max_bytes` (0: none), so that
+    /// gateways can deploy without a round trip to the traffic manager.
+    pub fn with_inline_artifact_limit(mut self, max_bytes: usize) -> Self {
+        self.inline_artifact_max_bytes = max_bytes;
+        self
     }
 }
 
@@ -167,6 +181,7 @@ fn event(
         sha256,
         gateway_labels: labels,
         sequence,
+        artifact: None,
     }
 }
 
@@ -360,20 +375,26 @@ impl ArtifactStore for PgArtifactStore {
         let mut tx = self.pool.begin().await?;
         let api = lock_api(&mut tx, id).await?;
         let target = rev.unwrap_or(api.latest_revision);
-        let sha: Option<String> = sqlx::query_scalar(
-            "SELECT sha256 FROM api_revisions WHERE api_id = $1 AND revision = $2",
+        // The artifact comes along only when it is small enough to travel
+        // inside the event; it is never read otherwise.
+        let row = sqlx::query(
+            "SELECT sha256,
+                    CASE WHEN octet_length(artifact) <= $3 THEN artifact END AS inline_artifact
+             FROM api_revisions WHERE api_id = $1 AND revision = $2",
         )
         .bind(id.as_uuid())
         .bind(target.as_i32())
+        .bind(i64::try_from(self.inline_artifact_max_bytes).unwrap_or(i64::MAX))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(sha) = sha else {
+        let Some(row) = row else {
             return Err(StoreError::Unprocessable(format!(
                 "API {id} has no revision {target} (latest is {})",
                 api.latest_revision
             )));
         };
-        let sha = digest(&sha)?;
+        let sha = digest(row.try_get::<&str, _>("sha256")?)?;
+        let inline_artifact: Option<Vec<u8>> = row.try_get("inline_artifact")?;
         let label_names: Vec<String> = labels.iter().map(|l| l.as_str().to_owned()).collect();
         let current: HashMap<String, i32> = sqlx::query(
             "SELECT label, revision FROM deployments WHERE api_id = $1 AND label = ANY($2)",
@@ -426,7 +447,7 @@ impl ArtifactStore for PgArtifactStore {
         .bind(sequence)
         .execute(&mut *tx)
         .await?;
-        let deploy_event = event(
+        let mut deploy_event = event(
             EventType::DeployApiInGateway,
             id,
             &api,
@@ -436,6 +457,9 @@ impl ArtifactStore for PgArtifactStore {
             sequence,
             Utc::now(),
         );
+        // Stored artifacts are validated UTF-8 XML; anything else is left
+        // for the gateway to fetch.
+        deploy_event.artifact = inline_artifact.and_then(|bytes| String::from_utf8(bytes).ok());
         write_events(&mut tx, &[deploy_event], ctx).await?;
         tx.commit().await?;
         Ok(DeployOutcome {
