@@ -288,6 +288,12 @@ impl RawConfig {
                 "must be greater than 0",
             ));
         }
+        if g.data_plane.workers > 1024 {
+            return Err(ConfigError::invalid(
+                "gateway.data_plane.workers",
+                "must be at most 1024 (0 means one per core)",
+            ));
+        }
         let traffic_manager_url = config::url_with_scheme(
             "gateway.traffic_manager_url",
             g.traffic_manager_url.trim_end_matches('/'),

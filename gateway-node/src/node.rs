@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::{CacheWriter, DiskCache};
 use crate::config::{RetrievalMode, Settings};
-use crate::dataplane::{self, DataPlane};
+use crate::dataplane;
 use crate::events::{Subscriber, SubscriptionStatus};
 use crate::metrics::Metrics;
 use crate::source::{ArtifactSource, SourceError, TrafficManagerClient};
@@ -223,10 +223,10 @@ pub async fn start_with_source(
     if n > 0 {
         tracing::info!(apis = n, "serving the cached state");
     }
-    let data_plane = Arc::new(DataPlane::new(state.table(), settings.data_plane.clone()));
-    let data_task = tokio::spawn(dataplane::serve(
+    let data_task = tokio::spawn(dataplane::serve_per_core(
         data_listener,
-        data_plane,
+        state.table(),
+        settings.data_plane.clone(),
         shutdown.clone(),
     ));
     let admin_shutdown = shutdown.clone();

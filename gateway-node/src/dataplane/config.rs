@@ -21,8 +21,14 @@ pub struct DataPlaneConfig {
     /// largest response body it buffers for a mediator that reads it.
     /// Default 10 MiB.
     pub max_request_body_bytes: usize,
-    /// Idle keep-alive connections kept per endpoint host. Default 64.
+    /// Idle keep-alive connections kept per endpoint host (per worker).
+    /// Default 64.
     pub pool_idle_per_host: usize,
+    /// Threads serving API traffic, each with its own single-threaded
+    /// runtime and upstream connection pool, so a request, its client
+    /// connection and its endpoint connection stay on one core. 0 (the
+    /// default) means one per available core.
+    pub workers: usize,
 }
 
 impl DataPlaneConfig {
@@ -38,6 +44,14 @@ impl DataPlaneConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+
+    /// How many data-plane threads to run: `workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for DataPlaneConfig {
@@ -47,6 +61,7 @@ impl Default for DataPlaneConfig {
             connect_timeout_ms: Self::DEFAULT_CONNECT_TIMEOUT_MS,
             max_request_body_bytes: Self::DEFAULT_MAX_REQUEST_BODY_BYTES,
             pool_idle_per_host: Self::DEFAULT_POOL_IDLE_PER_HOST,
+            workers: 0,
         }
     }
 }
@@ -63,6 +78,14 @@ mod tests {
         assert_eq!(config.connect_timeout_ms, 5000);
         assert_eq!(config.max_request_body_bytes, 10 * 1024 * 1024);
         assert_eq!(config.pool_idle_per_host, 64);
+        assert_eq!(config.workers, 0);
+        assert!(config.worker_count() >= 1);
+    }
+
+    #[test]
+    fn an_explicit_worker_count_is_kept() {
+        let config: DataPlaneConfig = serde_json::from_str(r#"{"workers": 3}"#).unwrap();
+        assert_eq!(config.worker_count(), 3);
     }
 
     #[test]

@@ -24,4 +24,4 @@ mod tests;
 
 pub use config::DataPlaneConfig;
 pub use routing::{CompiledApi, RoutingTable, SharedRoutingTable};
-pub use server::{DataPlane, serve};
+pub use server::{DataPlane, serve, serve_per_core};

@@ -194,9 +194,65 @@ impl DataPlane {
     }
 }
 
-/// Serves API traffic on `listener` until `shutdown` is cancelled; then
-/// stops accepting, lets requests in flight finish (idle keep-alive
-/// connections are closed), and returns.
+/// Serves API traffic on `listener` with [`DataPlaneConfig::worker_count`]
+/// threads until `shutdown` is cancelled, then returns once every worker
+/// has let its requests in flight finish.
+///
+/// Each worker runs a single-threaded runtime with its own [`DataPlane`]
+/// (so its own upstream pool) and accepts from the same listening socket.
+/// A request, the client connection it came on and the upstream
+/// connection it is forwarded on are then served by one thread: on the
+/// proxy path this saves the cross-thread wake-ups between hyper's server
+/// and client connection tasks that a work-stealing runtime incurs.
+pub async fn serve_per_core(
+    listener: TcpListener,
+    table: SharedRoutingTable,
+    config: DataPlaneConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let mut workers = Vec::new();
+    for index in 0..config.worker_count() {
+        let listener = listener.try_clone()?;
+        let data_plane = Arc::new(DataPlane::new(Arc::clone(&table), config.clone()));
+        let shutdown = shutdown.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("data-plane-{index}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            serve(listener, data_plane, shutdown).await
+                        })
+                    });
+                let _ = done_tx.send(result);
+            })?;
+        workers.push(done_rx);
+    }
+    drop(listener);
+    let mut first_error = None;
+    for done in workers {
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane worker thread panicked")));
+        if let Err(err) = result {
+            // Any worker failing stops the others: the node cannot serve
+            // with part of its capacity silently gone.
+            tracing::error!(error = %err, "a data-plane worker failed");
+            shutdown.cancel();
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Serves API traffic on `listener` from the current runtime until
+/// `shutdown` is cancelled; then stops accepting, lets requests in flight
+/// finish (idle keep-alive connections are closed), and returns.
 pub async fn serve(
     listener: TcpListener,
     data_plane: Arc<DataPlane>,
