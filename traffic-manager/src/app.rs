@@ -28,9 +28,11 @@ use crate::error::ApiError;
 use crate::internal_api as h;
 use crate::metrics::TrafficManagerMetrics;
 use crate::object_store::{self, ObjectStoreState};
+use crate::status_intake::StatusIntake;
 
 pub struct AppState {
     pub reader: Arc<dyn DeploymentReader>,
+    pub status: StatusIntake,
     pub pool: PgPool,
     pub metrics: Arc<TrafficManagerMetrics>,
 }
@@ -192,8 +194,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     ));
     let object_store = ObjectStoreState::new(pool.clone(), settings.object_store.clone())
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let reader: Arc<dyn DeploymentReader> = Arc::new(PgDeploymentReader::new(pool.clone()));
     let state = Arc::new(AppState {
-        reader: Arc::new(PgDeploymentReader::new(pool.clone())),
+        status: StatusIntake::spawn(reader.clone()),
+        reader,
         pool: pool.clone(),
         metrics: Arc::new(TrafficManagerMetrics::new()),
     });

@@ -37,7 +37,8 @@ pub trait DeploymentReader: Send + Sync + 'static {
         apis: Option<&[ApiId]>,
         sink: mpsc::Sender<Result<RuntimeArtifact, ReadError>>,
     );
-    async fn record_status(&self, report: &GatewayStatusReport) -> Result<(), ReadError>;
+    /// Records gateway status reports, all in one transaction.
+    async fn record_statuses(&self, reports: &[GatewayStatusReport]) -> Result<(), ReadError>;
 }
 
 #[derive(Clone)]
@@ -178,8 +179,21 @@ impl DeploymentReader for PgDeploymentReader {
         }
     }
 
-    async fn record_status(&self, report: &GatewayStatusReport) -> Result<(), ReadError> {
+    async fn record_statuses(&self, reports: &[GatewayStatusReport]) -> Result<(), ReadError> {
         let mut tx = self.pool.begin().await?;
+        for report in reports {
+            record_status(&mut tx, report).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    report: &GatewayStatusReport,
+) -> Result<(), ReadError> {
+    {
         sqlx::query(
             "INSERT INTO gateway_nodes (node_id, labels, ready, started_at, last_heartbeat, details)
              VALUES ($1, $2, $3, $4, now(), $5)
@@ -192,7 +206,7 @@ impl DeploymentReader for PgDeploymentReader {
         .bind(report.ready)
         .bind(report.started_at)
         .bind(&report.details)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let ids: Vec<uuid::Uuid> = report.apis.iter().map(|a| a.api_id.as_uuid()).collect();
         if report.full {
@@ -201,7 +215,7 @@ impl DeploymentReader for PgDeploymentReader {
             )
             .bind(report.node_id.as_str())
             .bind(&ids)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         if !report.apis.is_empty() {
@@ -248,10 +262,9 @@ impl DeploymentReader for PgDeploymentReader {
             .bind(&statuses)
             .bind(&errors)
             .bind(&attempts)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
     }
+    Ok(())
 }

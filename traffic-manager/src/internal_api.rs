@@ -17,7 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
 use crate::auth::TokenScope;
+use crate::deployments::ReadError;
 use crate::error::ApiError;
+use crate::status_intake::IntakeError;
 
 /// Labels from repeated `gatewayLabel=` query parameters.
 fn labels_from_query(query: Option<&str>) -> Result<Vec<GatewayLabel>, ApiError> {
@@ -215,12 +217,24 @@ pub async fn gateway_status(
     let report: GatewayStatusReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid status report: {e}")))?;
     scope.check(&report.labels)?;
-    state
-        .reader
-        .record_status(&report)
-        .await
-        .map_err(read_error)?;
-    tracing::debug!(node_id = %report.node_id, apis = report.apis.len(), full = report.full, "gateway status recorded");
+    let (node_id, apis, full) = (report.node_id.clone(), report.apis.len(), report.full);
+    state.status.record(report).await.map_err(|e| match e {
+        IntakeError::Write(e) => match e.as_ref() {
+            ReadError::Database(db) => {
+                tracing::error!(%node_id, error = %db, "recording a status report failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the artifact database is unavailable; retry later",
+                )
+            }
+            ReadError::Corrupt(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
+        },
+        IntakeError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the traffic manager is shutting down; retry later",
+        ),
+    })?;
+    tracing::debug!(%node_id, apis, full, "gateway status recorded");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,3 +12,4 @@ pub mod error;
 pub mod internal_api;
 pub mod metrics;
 pub mod object_store;
+pub mod status_intake;
