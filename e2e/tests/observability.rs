@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use artisync_e2e::cluster::{PUBLISHER, TRAFFIC_MANAGER};
-use artisync_e2e::{TestCluster, TestEnv, eventually, mock_api, tail};
+use artisync_e2e::{TestCluster, TestEnv, eventually, mock_api, tail, too_large_to_inline};
 use serde_json::json;
 
 const PROD: &str = "Production and Sandbox";
@@ -148,7 +148,7 @@ async fn metrics_traces_and_openapi_across_the_cluster() -> anyhow::Result<()> {
     // --- A deploy carrying the client's trace id. ---
     let created = c
         .publisher
-        .create_api(&mock_api("Orders", "/orders", "r1"))
+        .create_api(&too_large_to_inline(&mock_api("Orders", "/orders", "r1")))
         .await?;
     assert_eq!(created.status.as_u16(), 201, "{}", created.text);
     let id = created.body["id"].as_str().context("id")?.to_owned();

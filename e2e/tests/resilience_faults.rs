@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use artisync_e2e::fault::{HttpFaultProxy, TcpFaultProxy};
-use artisync_e2e::{TestCluster, TestEnv, eventually, mock_api, tail};
+use artisync_e2e::{TestCluster, TestEnv, eventually, mock_api, tail, too_large_to_inline};
 use axum::http::StatusCode;
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ async fn update_and_deploy(
 ) -> anyhow::Result<u64> {
     let updated = c
         .publisher
-        .update_api(id, &mock_api(name, context, tag))
+        .update_api(id, &too_large_to_inline(&mock_api(name, context, tag)))
         .await?;
     ensure!(
         updated.status.as_u16() == 201,
@@ -469,5 +469,47 @@ async fn a_revision_that_cannot_be_fetched_retries_on_schedule_and_never_replace
     )
     .await?;
     c.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_small_revision_deploys_from_its_event_and_a_large_one_is_fetched() -> anyhow::Result<()>
+{
+    let env = TestEnv::new().await?;
+    let mut gw = env.gateway("gw-i", &[PROD])?;
+    gw.reconcile_interval_ms = 600_000;
+    let mut spec = env.spec(vec![gw])?;
+    let tm = HttpFaultProxy::start(&spec.traffic_manager_url()).await?;
+    spec.gateways[0].traffic_manager_url = Some(tm.url());
+    let c = env.start_spec(spec, &["gw-i"]).await?;
+
+    let id = c
+        .publish(&mock_api("Inline", "/inline", "r1"), &[PROD])
+        .await?;
+    c.wait_applied("gw-i", &id, 1).await?;
+    serves(&c, "gw-i", "/inline", "r1").await?;
+    let path = format!("runtime-artifacts/{id}");
+    assert_eq!(
+        tm.requests(&path).len(),
+        0,
+        "the artifact came with its event"
+    );
+
+    // Over the inline limit: announced without the artifact, so fetched.
+    let updated = c
+        .publisher
+        .update_api(
+            &id,
+            &too_large_to_inline(&mock_api("Inline", "/inline", "r2")),
+        )
+        .await?;
+    ensure!(updated.status.as_u16() == 201, "{}", updated.text);
+    c.publisher
+        .deploy(&id, &[PROD], None)
+        .await?
+        .expect("POST", "deploy")?;
+    c.wait_applied("gw-i", &id, 2).await?;
+    serves(&c, "gw-i", "/inline", "r2").await?;
+    assert_eq!(tm.requests(&path).len(), 1);
     Ok(())
 }

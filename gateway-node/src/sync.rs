@@ -4,12 +4,16 @@
 //! Events are hints. Whatever an event says, the node asks the artifact
 //! source what the API should run now and moves there, never to an older
 //! revision; so duplicate, late and out-of-order events are harmless.
-//! The one shortcut: a fresh deploy event that carries its (small)
-//! artifact is deployed from the event, after checking its digest, since
-//! moving up to the announced revision is what the source would answer
-//! too; a later event or the next reconcile corrects anything else.
+//! The one shortcut: a deploy event that carries its (small) artifact and
+//! is newer than the last desired state the node loaded is deployed from
+//! the event, after checking its digest. Moving up to the announced
+//! revision is then what the source would answer too, and anything after
+//! it comes as a later event. Older events (a backlog replayed after a
+//! restart, whose changes the load already saw or superseded) and every
+//! event before the first successful load ask the source.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +107,9 @@ pub struct Synchronizer {
     /// The last runtime-metadata answer and its ETag; also keeps reconcile
     /// runs from overlapping.
     last_metadata: tokio::sync::Mutex<Option<(Option<String>, Arc<RuntimeMetadata>)>>,
+    /// The change number of the newest desired state loaded, -1 before
+    /// the first load: events at or below it ask the source.
+    loaded_sequence: AtomicI64,
 }
 
 impl Synchronizer {
@@ -121,6 +128,7 @@ impl Synchronizer {
             metrics,
             locks: Mutex::new(HashMap::new()),
             last_metadata: tokio::sync::Mutex::new(None),
+            loaded_sequence: AtomicI64::new(-1),
         })
     }
 
@@ -173,7 +181,10 @@ impl Synchronizer {
             // label of this node: the artifact source decides.
             EventType::RemoveApiFromGateway => None,
         };
-        let inline = hint.and_then(|revision| inline_artifact(event, revision));
+        let loaded = self.loaded_sequence.load(Ordering::SeqCst);
+        let inline = hint
+            .filter(|_| loaded >= 0 && event.sequence > loaded)
+            .and_then(|revision| inline_artifact(event, revision));
         if !self.config.event_waiting_time.is_zero() {
             tokio::time::sleep(self.config.event_waiting_time).await;
         }
@@ -464,6 +475,8 @@ impl Synchronizer {
                 .await?
             {
                 MetadataAnswer::Changed { etag, metadata } => {
+                    self.loaded_sequence
+                        .fetch_max(metadata.sequence, Ordering::SeqCst);
                     let metadata = Arc::new(metadata);
                     *last = Some((etag, metadata.clone()));
                     metadata
@@ -744,9 +757,13 @@ mod tests {
             _: &[GatewayLabel],
             _: Option<&str>,
         ) -> Result<MetadataAnswer, SourceError> {
-            Err(SourceError::Invalid {
-                url: "scripted".into(),
-                message: "not scripted".into(),
+            // Nothing desired yet, as of change 0.
+            Ok(MetadataAnswer::Changed {
+                etag: None,
+                metadata: RuntimeMetadata {
+                    sequence: 0,
+                    apis: Vec::new(),
+                },
             })
         }
 
@@ -890,6 +907,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_event_with_its_artifact_deploys_without_a_fetch() {
         let (sync, source, dir) = synchronizer(vec![Some(artifact(1))]);
+        sync.reconcile().await.unwrap();
         let id = ApiId::new_random();
         let event = deploy_event(id, &artifact(2), chrono::Duration::zero());
         sync.handle_event(&event, None).await;
@@ -901,6 +919,7 @@ mod tests {
     #[tokio::test]
     async fn an_inline_artifact_that_fails_its_digest_is_fetched_instead() {
         let (sync, source, dir) = synchronizer(vec![Some(artifact(2))]);
+        sync.reconcile().await.unwrap();
         let id = ApiId::new_random();
         let mut event = deploy_event(id, &artifact(2), chrono::Duration::zero());
         event.artifact = Some(String::from_utf8(artifact(3).xml.to_vec()).unwrap());
@@ -913,9 +932,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn events_before_the_first_load_or_not_newer_than_it_ask_the_source() {
+        // Replayed from a backlog: the API has been undeployed since.
+        let (sync, source, dir) = synchronizer(vec![None]);
+        let id = ApiId::new_random();
+        let mut event = deploy_event(id, &artifact(2), chrono::Duration::zero());
+        sync.handle_event(&event, None).await;
+        assert_eq!(applied(&sync, id), None, "no desired state loaded yet");
+        assert_eq!(*source.fetches.lock().unwrap(), 1);
+
+        sync.reconcile().await.unwrap();
+        event.sequence = 0;
+        sync.handle_event(&event, None).await;
+        assert_eq!(applied(&sync, id), None, "the load already saw change 0");
+        assert_eq!(*source.fetches.lock().unwrap(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn an_old_event_asks_the_source_instead_of_using_its_artifact() {
         // Replayed from a backlog: the API has been undeployed since.
         let (sync, source, dir) = synchronizer(vec![None]);
+        sync.reconcile().await.unwrap();
         let id = ApiId::new_random();
         let event = deploy_event(id, &artifact(2), chrono::Duration::seconds(60));
         sync.handle_event(&event, None).await;
