@@ -193,78 +193,74 @@ async fn record_status(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     report: &GatewayStatusReport,
 ) -> Result<(), ReadError> {
-    {
+    sqlx::query(
+        "INSERT INTO gateway_nodes (node_id, labels, ready, started_at, last_heartbeat, details)
+         VALUES ($1, $2, $3, $4, now(), $5)
+         ON CONFLICT (node_id) DO UPDATE SET labels = EXCLUDED.labels,
+            ready = EXCLUDED.ready, started_at = EXCLUDED.started_at,
+            last_heartbeat = now(), details = EXCLUDED.details",
+    )
+    .bind(report.node_id.as_str())
+    .bind(names(&report.labels))
+    .bind(report.ready)
+    .bind(report.started_at)
+    .bind(&report.details)
+    .execute(&mut **tx)
+    .await?;
+    let ids: Vec<uuid::Uuid> = report.apis.iter().map(|a| a.api_id.as_uuid()).collect();
+    if report.full {
+        sqlx::query("DELETE FROM gateway_api_states WHERE node_id = $1 AND NOT (api_id = ANY($2))")
+            .bind(report.node_id.as_str())
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !report.apis.is_empty() {
+        let revisions: Vec<Option<i32>> = report
+            .apis
+            .iter()
+            .map(|a| a.revision.map(Revision::as_i32))
+            .collect();
+        let digests: Vec<Option<String>> = report
+            .apis
+            .iter()
+            .map(|a| a.sha256.map(|d| d.to_hex()))
+            .collect();
+        let statuses: Vec<&str> = report
+            .apis
+            .iter()
+            .map(|a| match a.status {
+                ApiDeploymentStatus::Deployed => "DEPLOYED",
+                ApiDeploymentStatus::Retrying => "RETRYING",
+                ApiDeploymentStatus::Failed => "FAILED",
+                ApiDeploymentStatus::Undeployed => "UNDEPLOYED",
+            })
+            .collect();
+        let errors: Vec<Option<String>> = report.apis.iter().map(|a| a.error.clone()).collect();
+        let attempts: Vec<i32> = report
+            .apis
+            .iter()
+            .map(|a| i32::try_from(a.attempts).unwrap_or(i32::MAX))
+            .collect();
         sqlx::query(
-            "INSERT INTO gateway_nodes (node_id, labels, ready, started_at, last_heartbeat, details)
-             VALUES ($1, $2, $3, $4, now(), $5)
-             ON CONFLICT (node_id) DO UPDATE SET labels = EXCLUDED.labels,
-                ready = EXCLUDED.ready, started_at = EXCLUDED.started_at,
-                last_heartbeat = now(), details = EXCLUDED.details",
+            "INSERT INTO gateway_api_states
+                (node_id, api_id, revision, sha256, status, error, attempts, updated_at)
+             SELECT $1, s.api_id, s.revision, s.sha256, s.status, s.error, s.attempts, now()
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[])
+                AS s(api_id, revision, sha256, status, error, attempts)
+             ON CONFLICT (node_id, api_id) DO UPDATE SET revision = EXCLUDED.revision,
+                sha256 = EXCLUDED.sha256, status = EXCLUDED.status, error = EXCLUDED.error,
+                attempts = EXCLUDED.attempts, updated_at = now()",
         )
         .bind(report.node_id.as_str())
-        .bind(names(&report.labels))
-        .bind(report.ready)
-        .bind(report.started_at)
-        .bind(&report.details)
+        .bind(&ids)
+        .bind(&revisions)
+        .bind(&digests)
+        .bind(&statuses)
+        .bind(&errors)
+        .bind(&attempts)
         .execute(&mut **tx)
         .await?;
-        let ids: Vec<uuid::Uuid> = report.apis.iter().map(|a| a.api_id.as_uuid()).collect();
-        if report.full {
-            sqlx::query(
-                "DELETE FROM gateway_api_states WHERE node_id = $1 AND NOT (api_id = ANY($2))",
-            )
-            .bind(report.node_id.as_str())
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !report.apis.is_empty() {
-            let revisions: Vec<Option<i32>> = report
-                .apis
-                .iter()
-                .map(|a| a.revision.map(Revision::as_i32))
-                .collect();
-            let digests: Vec<Option<String>> = report
-                .apis
-                .iter()
-                .map(|a| a.sha256.map(|d| d.to_hex()))
-                .collect();
-            let statuses: Vec<&str> = report
-                .apis
-                .iter()
-                .map(|a| match a.status {
-                    ApiDeploymentStatus::Deployed => "DEPLOYED",
-                    ApiDeploymentStatus::Retrying => "RETRYING",
-                    ApiDeploymentStatus::Failed => "FAILED",
-                    ApiDeploymentStatus::Undeployed => "UNDEPLOYED",
-                })
-                .collect();
-            let errors: Vec<Option<String>> = report.apis.iter().map(|a| a.error.clone()).collect();
-            let attempts: Vec<i32> = report
-                .apis
-                .iter()
-                .map(|a| i32::try_from(a.attempts).unwrap_or(i32::MAX))
-                .collect();
-            sqlx::query(
-                "INSERT INTO gateway_api_states
-                    (node_id, api_id, revision, sha256, status, error, attempts, updated_at)
-                 SELECT $1, s.api_id, s.revision, s.sha256, s.status, s.error, s.attempts, now()
-                 FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[])
-                    AS s(api_id, revision, sha256, status, error, attempts)
-                 ON CONFLICT (node_id, api_id) DO UPDATE SET revision = EXCLUDED.revision,
-                    sha256 = EXCLUDED.sha256, status = EXCLUDED.status, error = EXCLUDED.error,
-                    attempts = EXCLUDED.attempts, updated_at = now()",
-            )
-            .bind(report.node_id.as_str())
-            .bind(&ids)
-            .bind(&revisions)
-            .bind(&digests)
-            .bind(&statuses)
-            .bind(&errors)
-            .bind(&attempts)
-            .execute(&mut **tx)
-            .await?;
-        }
     }
     Ok(())
 }
