@@ -798,6 +798,23 @@ mod tests {
         }
     }
 
+    /// The cache writer may still be writing its last batch (on a blocking
+    /// thread) when a test ends, so removal is retried until it sticks.
+    async fn remove_cache_dir(dir: &std::path::Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = std::fs::remove_dir_all(dir) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cannot remove {}: {e}",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn artifact(revision: i64) -> FetchedArtifact {
         let xml = Bytes::from(format!(
             r#"<api xmlns="http://ws.apache.org/ns/synapse" name="A" context="/a"><resource methods="GET"><inSequence><property name="r" value="{revision}"/><respond/></inSequence></resource></api>"#
@@ -862,7 +879,7 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, Outcome::Deployed(Revision::new(2).unwrap()));
         assert_eq!(*source.fetches.lock().unwrap(), 4);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     #[tokio::test]
@@ -880,7 +897,7 @@ mod tests {
             Revision::new(2).ok()
         );
         assert!(sync.state.install(id, compiled(2)), "same is allowed");
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     fn deploy_event(id: ApiId, a: &FetchedArtifact, age: chrono::Duration) -> DeploymentEvent {
@@ -913,7 +930,7 @@ mod tests {
         sync.handle_event(&event, None).await;
         assert_eq!(applied(&sync, id), Revision::new(2).ok());
         assert_eq!(*source.fetches.lock().unwrap(), 0);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     #[tokio::test]
@@ -928,7 +945,7 @@ mod tests {
         eventually_applied(&sync, id, Revision::new(2).unwrap()).await;
         assert_eq!(applied(&sync, id), Revision::new(2).ok());
         assert_eq!(*source.fetches.lock().unwrap(), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     #[tokio::test]
@@ -946,7 +963,7 @@ mod tests {
         sync.handle_event(&event, None).await;
         assert_eq!(applied(&sync, id), None, "the load already saw change 0");
         assert_eq!(*source.fetches.lock().unwrap(), 2);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     #[tokio::test]
@@ -959,7 +976,7 @@ mod tests {
         sync.handle_event(&event, None).await;
         assert_eq!(applied(&sync, id), None);
         assert_eq!(*source.fetches.lock().unwrap(), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        remove_cache_dir(&dir).await;
     }
 
     async fn eventually_applied(sync: &Synchronizer, id: ApiId, revision: Revision) {
