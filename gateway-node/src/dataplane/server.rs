@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -194,28 +194,31 @@ impl DataPlane {
     }
 }
 
+/// A connection handed from the accept loop to the worker that serves it.
+type Accepted = (TcpStream, SocketAddr);
+
 /// Serves API traffic on `listener` with [`DataPlaneConfig::worker_count`]
 /// threads until `shutdown` is cancelled, then returns once every worker
 /// has let its requests in flight finish.
 ///
 /// Each worker runs a single-threaded runtime with its own [`DataPlane`]
-/// (so its own upstream pool) and accepts from the same listening socket.
-/// A request, the client connection it came on and the upstream
-/// connection it is forwarded on are then served by one thread: on the
-/// proxy path this saves the cross-thread wake-ups between hyper's server
-/// and client connection tasks that a work-stealing runtime incurs.
+/// (so its own upstream pool). The accept loop hands connections to the
+/// workers in turn, so they share the load evenly; a request, the client
+/// connection it came on and the upstream connection it is forwarded on
+/// are then served by one thread. On the proxy path this saves the
+/// cross-thread wake-ups between hyper's server and client connection
+/// tasks that a work-stealing runtime incurs.
 pub async fn serve_per_core(
     listener: TcpListener,
     table: SharedRoutingTable,
     config: DataPlaneConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
     let mut workers = Vec::new();
+    let mut done = Vec::new();
     for index in 0..config.worker_count() {
-        let listener = listener.try_clone()?;
+        let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
         let data_plane = Arc::new(DataPlane::new(Arc::clone(&table), config.clone()));
-        let shutdown = shutdown.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("data-plane-{index}"))
@@ -223,31 +226,60 @@ pub async fn serve_per_core(
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|runtime| {
-                        runtime.block_on(async move {
-                            let listener = TcpListener::from_std(listener)?;
-                            serve(listener, data_plane, shutdown).await
-                        })
-                    });
+                    .map(|runtime| runtime.block_on(serve_handed(connections, data_plane)));
                 let _ = done_tx.send(result);
             })?;
-        workers.push(done_rx);
+        workers.push(handoff);
+        done.push(done_rx);
+    }
+    log_listening(&listener);
+    let mut next = 0;
+    while let Some((stream, remote)) = accept(&listener, &shutdown).await {
+        // A worker is gone only if its runtime failed to start; the next
+        // one takes the connection.
+        let mut connection = Some((stream, remote));
+        for _ in 0..workers.len() {
+            let worker = &workers[next % workers.len()];
+            next = next.wrapping_add(1);
+            match connection.take().map(|c| worker.send(c)) {
+                Some(Err(tokio::sync::mpsc::error::SendError(back))) => connection = Some(back),
+                _ => break,
+            }
+        }
+        if connection.is_some() {
+            tracing::error!("no data-plane worker is running; stopping");
+            shutdown.cancel();
+            break;
+        }
     }
     drop(listener);
+    // Closing the hand-off channels tells the workers to finish.
+    drop(workers);
     let mut first_error = None;
-    for done in workers {
-        let result = done
+    for worker in done {
+        let result = worker
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane worker thread panicked")));
         if let Err(err) = result {
-            // Any worker failing stops the others: the node cannot serve
-            // with part of its capacity silently gone.
             tracing::error!(error = %err, "a data-plane worker failed");
-            shutdown.cancel();
             first_error.get_or_insert(err);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Serves the connections handed to this worker until the hand-off closes,
+/// then lets the requests in flight finish.
+async fn serve_handed(
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    data_plane: Arc<DataPlane>,
+) {
+    let graceful = GracefulShutdown::new();
+    let http = http1_builder();
+    while let Some((stream, remote)) = connections.recv().await {
+        serve_connection(&http, &graceful, stream, remote, &data_plane);
+    }
+    drain(graceful).await;
 }
 
 /// Serves API traffic on `listener` from the current runtime until
@@ -259,53 +291,92 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let http = http1_builder();
+    log_listening(&listener);
+    while let Some((stream, remote)) = accept(&listener, &shutdown).await {
+        serve_connection(&http, &graceful, stream, remote, &data_plane);
+    }
+    drop(listener);
+    drain(graceful).await;
+    Ok(())
+}
+
+fn http1_builder() -> hyper::server::conn::http1::Builder {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
         // Slowloris protection: a client must finish its headers in time.
         .header_read_timeout(Duration::from_secs(30));
+    http
+}
+
+fn log_listening(listener: &TcpListener) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "data plane listening");
     }
+}
+
+/// The next connection, or `None` once `shutdown` is cancelled.
+async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<Accepted> {
     loop {
         let accepted = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return None,
             accepted = listener.accept() => accepted,
         };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
+        match accepted {
+            Ok(pair) => return Some(pair),
             Err(err) => {
                 // Usually out of file descriptors or a connection reset
                 // before accept: back off briefly instead of spinning.
                 tracing::warn!(error = %err, "accepting a connection failed");
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
-        };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-        let data_plane = Arc::clone(&data_plane);
-        let service = service_fn(move |request| {
-            let data_plane = Arc::clone(&data_plane);
-            async move { Ok::<_, Infallible>(data_plane.handle(request, remote).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %remote, "connection ended with an error");
-            }
-        });
     }
-    drop(listener);
+}
+
+/// Serves one connection on the current runtime.
+fn serve_connection(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    remote: SocketAddr,
+    data_plane: &Arc<DataPlane>,
+) {
+    // A stream accepted on another runtime must be registered with this
+    // one's reactor before it is used here.
+    let stream = match stream.into_std().and_then(TcpStream::from_std) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::warn!(error = %err, %remote, "could not take over a connection");
+            return;
+        }
+    };
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY");
+    }
+    let data_plane = Arc::clone(data_plane);
+    let service = service_fn(move |request| {
+        let data_plane = Arc::clone(&data_plane);
+        async move { Ok::<_, Infallible>(data_plane.handle(request, remote).await) }
+    });
+    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, %remote, "connection ended with an error");
+        }
+    });
+}
+
+async fn drain(graceful: GracefulShutdown) {
     tracing::info!(
         connections = graceful.count(),
         "data plane stopping; waiting for requests in flight"
     );
     graceful.shutdown().await;
     tracing::info!("data plane stopped");
-    Ok(())
 }
