@@ -1143,9 +1143,10 @@ async fn paging_2500_keys_while_keys_are_added_lists_each_once() {
     // A writer adds keys between and around the originals until the
     // listing is done.
     let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let client = client.clone();
-        let done = done.clone();
+        let (done, written) = (done.clone(), written.clone());
         tokio::spawn(async move {
             let mut added = 0usize;
             while !done.load(Ordering::Relaxed) {
@@ -1154,12 +1155,16 @@ async fn paging_2500_keys_while_keys_are_added_lists_each_once() {
                 let (status, _, _) = client.put_item("st", "p", &key, &string_item("new")).await;
                 assert_eq!(status, StatusCode::OK);
                 added += 1;
+                written.store(added, Ordering::Relaxed);
             }
             added
         })
     };
-    // Let the writer get going, then list.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // List once the writer is going.
+    wait_until(Duration::from_secs(10), "the writer adds keys", || async {
+        written.load(Ordering::Relaxed) > 0
+    })
+    .await;
     let listed = client
         .list_all(&format!("{}/keys", client.partition_url("st", "p")), 100)
         .await;
