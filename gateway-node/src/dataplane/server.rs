@@ -194,8 +194,9 @@ impl DataPlane {
     }
 }
 
-/// A connection handed from the accept loop to the worker that serves it.
-type Accepted = (TcpStream, SocketAddr);
+/// A connection handed from the accept loop to the worker that serves it,
+/// detached from the accepting runtime's reactor.
+type Handed = (std::net::TcpStream, SocketAddr);
 
 /// Serves API traffic on `listener` with [`DataPlaneConfig::worker_count`]
 /// threads until `shutdown` is cancelled, then returns once every worker
@@ -217,7 +218,7 @@ pub async fn serve_per_core(
     let mut workers = Vec::new();
     let mut done = Vec::new();
     for index in 0..config.worker_count() {
-        let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
+        let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Handed>();
         let data_plane = Arc::new(DataPlane::new(Arc::clone(&table), config.clone()));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -235,6 +236,13 @@ pub async fn serve_per_core(
     log_listening(&listener);
     let mut next = 0;
     while let Some((stream, remote)) = accept(&listener, &shutdown).await {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, %remote, "could not hand over a connection");
+                continue;
+            }
+        };
         // A worker is gone only if its runtime failed to start; the next
         // one takes the connection.
         let mut connection = Some((stream, remote));
@@ -271,13 +279,19 @@ pub async fn serve_per_core(
 /// Serves the connections handed to this worker until the hand-off closes,
 /// then lets the requests in flight finish.
 async fn serve_handed(
-    mut connections: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     data_plane: Arc<DataPlane>,
 ) {
     let graceful = GracefulShutdown::new();
     let http = http1_builder();
     while let Some((stream, remote)) = connections.recv().await {
-        serve_connection(&http, &graceful, stream, remote, &data_plane);
+        // Registers the connection with this worker's reactor.
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_connection(&http, &graceful, stream, remote, &data_plane),
+            Err(err) => {
+                tracing::warn!(error = %err, %remote, "could not take over a connection");
+            }
+        }
     }
     drain(graceful).await;
 }
@@ -317,7 +331,10 @@ fn log_listening(listener: &TcpListener) {
 }
 
 /// The next connection, or `None` once `shutdown` is cancelled.
-async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<Accepted> {
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -347,15 +364,6 @@ fn serve_connection(
     remote: SocketAddr,
     data_plane: &Arc<DataPlane>,
 ) {
-    // A stream accepted on another runtime must be registered with this
-    // one's reactor before it is used here.
-    let stream = match stream.into_std().and_then(TcpStream::from_std) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::warn!(error = %err, %remote, "could not take over a connection");
-            return;
-        }
-    };
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
     }
