@@ -606,3 +606,62 @@ async fn a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restar
     pool.close().await;
     Ok(())
 }
+
+/// How many sessions of this test's database hold an advisory lock.
+async fn relay_leaders(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_dies() -> anyhow::Result<()> {
+    let (env, pool) = setup().await?;
+    let labels = labels(4);
+    let observer = Observer::start(&env, &labels).await?;
+    let mut writer = Writer::new(&pool, &labels).await?;
+
+    // The first relay leads; the second, started once the first has
+    // delivered, stands by.
+    let (_first, first_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    let first = writer.changes(3).await?;
+    wait_all_delivered(&pool, &observer, "the first part").await?;
+    let (second, second_task) = spawn_relay(&pool, &env.amqp_url, &env);
+
+    // Both are woken by every commit; one publishes, so the events still
+    // arrive in order.
+    let both = writer.changes(40).await?;
+    wait_all_delivered(&pool, &observer, "the events while both relays run").await?;
+    assert_eq!(relay_leaders(&pool).await?, 1, "exactly one relay leads");
+
+    // The leader dies (aborted, as in a crash): its session ends, and the
+    // standby takes over for what is committed next.
+    first_task.abort();
+    let _ = first_task.await;
+    let after = writer.changes(10).await?;
+    wait_all_delivered(&pool, &observer, "the events after the leader died").await?;
+    assert_eq!(relay_leaders(&pool).await?, 1, "the standby leads now");
+
+    let committed = outbox_ids(&pool).await?;
+    assert_eq!(committed.len(), first + both + after);
+    let received = observer.received();
+    let duplicates = check_history(&received, &committed)?;
+    eprintln!(
+        "two relays: {} events, {} deliveries, {duplicates} duplicates",
+        committed.len(),
+        received.len()
+    );
+    second.cancel();
+    tokio::time::timeout(DEADLINE, second_task).await??;
+    assert_eq!(
+        relay_leaders(&pool).await?,
+        0,
+        "a relay that stops releases the lead"
+    );
+    observer.close().await?;
+    pool.close().await;
+    Ok(())
+}

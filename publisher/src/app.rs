@@ -7,7 +7,6 @@ use std::time::Duration;
 use artisync_shared::db::MIGRATOR;
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +42,7 @@ pub struct Running {
 /// starting when the cluster comes up), and applies the schema migrations.
 pub async fn connect_database(url: &str, max_connections: u32) -> Result<PgPool, StartError> {
     let connect = || async {
-        PgPoolOptions::new()
+        artisync_shared::db::pool_options()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)

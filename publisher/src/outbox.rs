@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{EventBus, OutboundEvent};
@@ -14,13 +14,27 @@ use crate::metrics::PublisherMetrics;
 
 /// Channel the `outbox` insert trigger notifies on.
 pub const NOTIFY_CHANNEL: &str = "artisync_outbox";
-/// Only one relay (across publisher replicas) drains at a time, so events
-/// leave in commit order.
+/// Only one relay (across publisher replicas) drains, so events leave in
+/// order: the one holding this session-level advisory lock on its own
+/// connection. It keeps the lock while that connection lives; the others
+/// try again every [`STANDBY_RETRY`] and take over when it is gone.
 const RELAY_LOCK_KEY: i64 = 0x4152_5449_5359_4e43; // "ARTISYNC"
 const BATCH: i64 = 256;
+/// How often a relay that is not the leader tries to become it.
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// Settings of the relay's own connection. Marking events sent need not
+/// wait for the WAL flush: a mark lost in a crash only means the events go
+/// out again, which at-least-once delivery allows. The keepalives let the
+/// server notice a vanished leader within about ten seconds and release
+/// its lock, instead of after the kernel's two hours.
+const RELAY_SESSION_SETUP: &str = "SET synchronous_commit = off;
+     SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
 
 pub struct OutboxRelay<B> {
     pool: PgPool,
+    /// The relay's own connection and whether it holds the leader lock.
+    session: Option<(PgConnection, bool)>,
     bus: B,
     poll_interval: Duration,
     retention: Duration,
@@ -39,6 +53,7 @@ impl<B: EventBus> OutboxRelay<B> {
     pub fn new(pool: PgPool, bus: B, poll_interval: Duration, retention: Duration) -> Self {
         OutboxRelay {
             pool,
+            session: None,
             bus,
             poll_interval,
             retention,
@@ -61,6 +76,7 @@ impl<B: EventBus> OutboxRelay<B> {
         let mut delays = retry_delays();
         loop {
             if shutdown.is_cancelled() {
+                self.close_session().await;
                 return;
             }
             if listener.is_none() {
@@ -81,10 +97,14 @@ impl<B: EventBus> OutboxRelay<B> {
             // Drain before waiting: notifications that arrived while we were
             // disconnected are covered by this pass.
             let wait = match self.drain().await {
-                Ok(()) => {
+                Ok(leading) => {
                     failures = 0;
                     delays = retry_delays();
-                    self.poll_interval
+                    if leading {
+                        self.poll_interval
+                    } else {
+                        self.poll_interval.min(STANDBY_RETRY)
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -112,6 +132,7 @@ impl<B: EventBus> OutboxRelay<B> {
                     if let Err(e) = self.drain().await {
                         tracing::warn!(error = %e, "final outbox pass failed; the events stay unsent and go out at the next start");
                     }
+                    self.close_session().await;
                     return;
                 }
                 _ = tokio::time::sleep(wait) => {}
@@ -125,28 +146,34 @@ impl<B: EventBus> OutboxRelay<B> {
         }
     }
 
-    /// Publishes every unsent event, oldest first, in batches.
-    pub async fn drain(&mut self) -> Result<(), RelayError> {
+    /// Publishes every unsent event, oldest first, in batches, if this
+    /// relay is (or now becomes) the leader. Answers whether it is.
+    pub async fn drain(&mut self) -> Result<bool, RelayError> {
+        let result = self.drain_as_leader().await;
+        if let Err(RelayError::Database(_)) = &result {
+            // A fresh connection next time; if this one is broken, the
+            // server drops it and its lock.
+            self.session = None;
+        }
+        result
+    }
+
+    async fn drain_as_leader(&mut self) -> Result<bool, RelayError> {
+        let Some(connection) = leader_connection(&self.pool, &mut self.session).await? else {
+            return Ok(false);
+        };
         loop {
-            let mut tx = self.pool.begin().await?;
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !leader {
-                // Another replica is draining; its commit will notify us.
-                return Ok(());
-            }
+            // Each statement commits on its own: the lock, not a
+            // transaction, keeps other relays out.
             let rows = sqlx::query(
                 "SELECT id, event_id, routing_key, payload, traceparent FROM outbox
                  WHERE sent_at IS NULL ORDER BY id LIMIT $1",
             )
             .bind(BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *connection)
             .await?;
             if rows.is_empty() {
-                tx.commit().await?;
-                return Ok(());
+                return Ok(true);
             }
             let events = rows
                 .iter()
@@ -173,15 +200,22 @@ impl<B: EventBus> OutboxRelay<B> {
             // delivery is at-least-once and gateways ignore duplicates.
             sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
                 .bind(&ids)
-                .execute(&mut *tx)
+                .execute(&mut *connection)
                 .await?;
-            tx.commit().await?;
             for e in &events {
                 tracing::debug!(event_id = %e.event_id, routing_key = %e.routing_key, "event published");
             }
             if (events.len() as i64) < BATCH {
-                return Ok(());
+                return Ok(true);
             }
+        }
+    }
+
+    /// Closes the relay's connection, which releases the leader lock at
+    /// once for another replica.
+    async fn close_session(&mut self) {
+        if let Some((connection, _)) = self.session.take() {
+            let _ = connection.close().await;
         }
     }
 
@@ -201,6 +235,36 @@ impl<B: EventBus> OutboxRelay<B> {
             .await
             .map(|_| ())
     }
+}
+
+/// The relay's connection if it holds the leader lock, taking the lock
+/// if no other relay does; `None` while another one leads.
+async fn leader_connection<'s>(
+    pool: &PgPool,
+    session: &'s mut Option<(PgConnection, bool)>,
+) -> Result<Option<&'s mut PgConnection>, sqlx::Error> {
+    if session.is_none() {
+        // Out of the pool, so that it has the pool's connect options,
+        // and kept for the relay alone.
+        let mut connection = pool.acquire().await?.detach();
+        sqlx::raw_sql(RELAY_SESSION_SETUP)
+            .execute(&mut connection)
+            .await?;
+        *session = Some((connection, false));
+    }
+    let Some((connection, leading)) = session.as_mut() else {
+        return Ok(None);
+    };
+    if !*leading {
+        *leading = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut *connection)
+            .await?;
+        if *leading {
+            tracing::info!("this relay now publishes the outbox");
+        }
+    }
+    Ok(leading.then_some(connection))
 }
 
 /// 100 ms doubling to 5 s, with jitter: quick to recover from a broker

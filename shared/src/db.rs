@@ -4,6 +4,29 @@
 /// several processes is safe: sqlx serialises them with an advisory lock.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// A pooled connection idle for longer than this is checked with a round
+/// trip before it is handed out; one used more recently is handed out
+/// as is.
+pub const PING_CONNECTIONS_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pool options for the services. sqlx's default pings every connection
+/// before handing it out, one extra round trip per request; a connection
+/// that was just used is alive, and one that broke since fails its query
+/// and is discarded, so only connections that sat idle are checked.
+pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
+    use sqlx::Connection;
+    sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_CONNECTIONS_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 #[cfg(feature = "testing")]
 pub mod testing {
     //! Throwaway databases so that every test owns its schema.

@@ -151,7 +151,7 @@ impl DatabaseConfig {
     }
 
     fn pool_options(&self) -> PgPoolOptions {
-        PgPoolOptions::new()
+        artisync_shared::db::pool_options()
             .max_connections(self.max_backend_connection_pool)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
             .max_lifetime(Duration::from_secs(self.max_connection_lifetime_seconds))

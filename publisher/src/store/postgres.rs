@@ -109,52 +109,82 @@ async fn next_sequence(tx: &mut Transaction<'_, Postgres>) -> Result<i64, StoreE
         .await?)
 }
 
-/// Writes one event per label (routing key = label) and raises the labels'
-/// change numbers, inside the caller's transaction.
+/// The outbox rows of some events: one per label (routing key = label),
+/// as the columns `OUTBOX_INSERT` unnests.
+#[derive(Default)]
+struct OutboxRows {
+    event_ids: Vec<Uuid>,
+    routing_keys: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    sequences: Vec<i64>,
+}
+
+impl OutboxRows {
+    fn of(events: &[DeploymentEvent]) -> Self {
+        let mut rows = OutboxRows::default();
+        for event in events {
+            for label in &event.gateway_labels {
+                // Each routed copy carries its own id so that the broker's
+                // message_id stays unique per message.
+                let mut copy = event.clone();
+                copy.event_id = Uuid::new_v4();
+                rows.event_ids.push(copy.event_id);
+                rows.routing_keys.push(label.as_str().to_owned());
+                rows.payloads.push(copy.to_json());
+                rows.sequences.push(event.sequence);
+            }
+        }
+        rows
+    }
+}
+
+/// Data-modifying CTEs that insert the outbox rows (`$1`..`$3`, trace
+/// context `$4`) and raise the labels' change numbers (`$2`, `$5`), so
+/// that a change costs one statement, not one per table. Statements using
+/// it add their own parameters from `$6`. A macro so that `concat!` can
+/// build whole statements as `&'static str`.
+macro_rules! outbox_insert {
+    () => {
+        "outbox_rows AS (
+        INSERT INTO outbox (event_id, routing_key, payload, traceparent)
+        SELECT e.id, e.key, e.payload, $4
+        FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e(id, key, payload)
+    ),
+    label_rows AS (
+        INSERT INTO label_sequences (label, sequence)
+        SELECT l.label, max(l.seq) FROM UNNEST($2::text[], $5::bigint[]) AS l(label, seq)
+        GROUP BY l.label
+        ON CONFLICT (label) DO UPDATE
+           SET sequence = GREATEST(label_sequences.sequence, EXCLUDED.sequence)
+    )"
+    };
+}
+
+fn bind_outbox<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    rows: &'q OutboxRows,
+    ctx: &'q ChangeContext,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&rows.event_ids)
+        .bind(&rows.routing_keys)
+        .bind(&rows.payloads)
+        .bind(ctx.traceparent.as_deref())
+        .bind(&rows.sequences)
+}
+
+/// Writes one event per label and raises the labels' change numbers,
+/// inside the caller's transaction.
 async fn write_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[DeploymentEvent],
     ctx: &ChangeContext,
 ) -> Result<(), StoreError> {
-    let mut ids = Vec::new();
-    let mut keys = Vec::new();
-    let mut payloads = Vec::new();
-    let mut labels = Vec::new();
-    let mut sequences = Vec::new();
-    for event in events {
-        for label in &event.gateway_labels {
-            // Each routed copy carries its own id so that the broker's
-            // message_id stays unique per message.
-            let mut copy = event.clone();
-            copy.event_id = Uuid::new_v4();
-            ids.push(copy.event_id);
-            keys.push(label.as_str().to_owned());
-            payloads.push(copy.to_json());
-            labels.push(label.as_str().to_owned());
-            sequences.push(event.sequence);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, routing_key, payload, traceparent)
-         SELECT e.id, e.key, e.payload, $4
-         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e(id, key, payload)",
-    )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&payloads)
-    .bind(ctx.traceparent.as_deref())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO label_sequences (label, sequence)
-         SELECT l.label, l.seq FROM UNNEST($1::text[], $2::bigint[]) AS l(label, seq)
-         ON CONFLICT (label) DO UPDATE
-            SET sequence = GREATEST(label_sequences.sequence, EXCLUDED.sequence)",
-    )
-    .bind(&labels)
-    .bind(&sequences)
-    .execute(&mut **tx)
-    .await?;
+    let rows = OutboxRows::of(events);
+    let sql = concat!("WITH ", outbox_insert!(), " SELECT 1");
+    bind_outbox(sqlx::query(sql), &rows, ctx)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -219,27 +249,31 @@ impl PgArtifactStore {
 impl ArtifactStore for PgArtifactStore {
     async fn create_api(&self, new: NewArtifact) -> Result<ApiSummary, StoreError> {
         let id = ApiId::new_random();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO apis (id, name, version, context, latest_revision) VALUES ($1, $2, $3, $4, 1)",
+        // One statement, so one round trip and its own transaction: both
+        // rows or neither.
+        let row = sqlx::query(
+            "WITH api AS (
+                INSERT INTO apis (id, name, version, context, latest_revision)
+                VALUES ($1, $2, $3, $4, 1)
+                RETURNING id, name, version, context, latest_revision, created_at, updated_at
+             ),
+             first_revision AS (
+                INSERT INTO api_revisions (api_id, revision, sha256, artifact)
+                SELECT id, 1, $5, $6 FROM api
+                RETURNING sha256
+             )
+             SELECT api.*, first_revision.sha256 FROM api, first_revision",
         )
         .bind(id.as_uuid())
         .bind(&new.name)
         .bind(&new.version)
         .bind(&new.context)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_on_unique(e, &new))?;
-        sqlx::query(
-            "INSERT INTO api_revisions (api_id, revision, sha256, artifact) VALUES ($1, 1, $2, $3)",
-        )
-        .bind(id.as_uuid())
         .bind(new.sha256.to_hex())
         .bind(&new.xml)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.summary(id).await
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, &new))?;
+        summary_from_row(&row)
     }
 
     async fn update_api(&self, id: ApiId, new: NewArtifact) -> Result<UpdateOutcome, StoreError> {
@@ -257,30 +291,35 @@ impl ArtifactStore for PgArtifactStore {
             return Ok(UpdateOutcome::Unchanged(self.summary(id).await?));
         }
         let next = api.latest_revision.next();
-        sqlx::query(
-            "UPDATE apis SET name = $2, version = $3, context = $4, latest_revision = $5,
-                    updated_at = now()
-             WHERE id = $1",
+        // The new revision and the API row in one statement, which answers
+        // the summary too.
+        let row = sqlx::query(
+            "WITH api AS (
+                UPDATE apis SET name = $2, version = $3, context = $4, latest_revision = $5,
+                       updated_at = now()
+                WHERE id = $1
+                RETURNING id, name, version, context, latest_revision, created_at, updated_at
+             ),
+             new_revision AS (
+                INSERT INTO api_revisions (api_id, revision, sha256, artifact)
+                VALUES ($1, $5, $6, $7)
+                RETURNING sha256
+             )
+             SELECT api.*, new_revision.sha256 FROM api, new_revision",
         )
         .bind(id.as_uuid())
         .bind(&new.name)
         .bind(&new.version)
         .bind(&new.context)
         .bind(next.as_i32())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_on_unique(e, &new))?;
-        sqlx::query(
-            "INSERT INTO api_revisions (api_id, revision, sha256, artifact) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id.as_uuid())
-        .bind(next.as_i32())
         .bind(new.sha256.to_hex())
         .bind(&new.xml)
-        .execute(&mut *tx)
-        .await?;
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, &new))?;
+        let summary = summary_from_row(&row)?;
         tx.commit().await?;
-        Ok(UpdateOutcome::NewRevision(self.summary(id).await?))
+        Ok(UpdateOutcome::NewRevision(summary))
     }
 
     async fn list_apis(&self) -> Result<Vec<ApiSummary>, StoreError> {
@@ -375,16 +414,26 @@ impl ArtifactStore for PgArtifactStore {
         let mut tx = self.pool.begin().await?;
         let api = lock_api(&mut tx, id).await?;
         let target = rev.unwrap_or(api.latest_revision);
-        // The artifact comes along only when it is small enough to travel
-        // inside the event; it is never read otherwise.
+        let label_names: Vec<String> = labels.iter().map(|l| l.as_str().to_owned()).collect();
+        // One statement, after the lock (so it sees every change committed
+        // before it): the revision, where the labels stand, and the change
+        // number. The artifact comes along only when it is small enough to
+        // travel inside the event; it is never read otherwise. A number
+        // drawn for a deploy that then changes nothing is a harmless gap.
         let row = sqlx::query(
-            "SELECT sha256,
-                    CASE WHEN octet_length(artifact) <= $3 THEN artifact END AS inline_artifact
-             FROM api_revisions WHERE api_id = $1 AND revision = $2",
+            "SELECT r.sha256,
+                    CASE WHEN octet_length(r.artifact) <= $3 THEN r.artifact END AS inline_artifact,
+                    ARRAY(SELECT d.label FROM deployments d
+                          WHERE d.api_id = $1 AND d.label = ANY($4) ORDER BY d.label) AS deployed_labels,
+                    ARRAY(SELECT d.revision FROM deployments d
+                          WHERE d.api_id = $1 AND d.label = ANY($4) ORDER BY d.label) AS deployed_revisions,
+                    nextval('change_sequence') AS sequence
+             FROM api_revisions r WHERE r.api_id = $1 AND r.revision = $2",
         )
         .bind(id.as_uuid())
         .bind(target.as_i32())
         .bind(i64::try_from(self.inline_artifact_max_bytes).unwrap_or(i64::MAX))
+        .bind(&label_names)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -395,17 +444,13 @@ impl ArtifactStore for PgArtifactStore {
         };
         let sha = digest(row.try_get::<&str, _>("sha256")?)?;
         let inline_artifact: Option<Vec<u8>> = row.try_get("inline_artifact")?;
-        let label_names: Vec<String> = labels.iter().map(|l| l.as_str().to_owned()).collect();
-        let current: HashMap<String, i32> = sqlx::query(
-            "SELECT label, revision FROM deployments WHERE api_id = $1 AND label = ANY($2)",
-        )
-        .bind(id.as_uuid())
-        .bind(&label_names)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("label")?, r.try_get("revision")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+        let deployed_labels: Vec<String> = row.try_get("deployed_labels")?;
+        let deployed_revisions: Vec<i32> = row.try_get("deployed_revisions")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        let current: HashMap<String, i32> = deployed_labels
+            .into_iter()
+            .zip(deployed_revisions)
+            .collect();
 
         let mut changed = Vec::new();
         let mut unchanged = Vec::new();
@@ -432,21 +477,7 @@ impl ArtifactStore for PgArtifactStore {
                 sequence: None,
             });
         }
-        let sequence = next_sequence(&mut tx).await?;
         let changed_names: Vec<String> = changed.iter().map(|l| l.as_str().to_owned()).collect();
-        sqlx::query(
-            "INSERT INTO deployments (api_id, label, revision, sequence)
-             SELECT $1, l, $3, $4 FROM UNNEST($2::text[]) AS l
-             ON CONFLICT (api_id, label) DO UPDATE
-                SET revision = EXCLUDED.revision, sequence = EXCLUDED.sequence,
-                    deployed_at = now()",
-        )
-        .bind(id.as_uuid())
-        .bind(&changed_names)
-        .bind(target.as_i32())
-        .bind(sequence)
-        .execute(&mut *tx)
-        .await?;
         let mut deploy_event = event(
             EventType::DeployApiInGateway,
             id,
@@ -460,7 +491,26 @@ impl ArtifactStore for PgArtifactStore {
         // Stored artifacts are validated UTF-8 XML; anything else is left
         // for the gateway to fetch.
         deploy_event.artifact = inline_artifact.and_then(|bytes| String::from_utf8(bytes).ok());
-        write_events(&mut tx, &[deploy_event], ctx).await?;
+        let rows = OutboxRows::of(&[deploy_event]);
+        let sql = concat!(
+            "WITH ",
+            outbox_insert!(),
+            ", deployment_rows AS (
+                INSERT INTO deployments (api_id, label, revision, sequence)
+                SELECT $6, l, $7, $8 FROM UNNEST($9::text[]) AS l
+                ON CONFLICT (api_id, label) DO UPDATE
+                   SET revision = EXCLUDED.revision, sequence = EXCLUDED.sequence,
+                       deployed_at = now()
+            )
+            SELECT 1"
+        );
+        bind_outbox(sqlx::query(sql), &rows, ctx)
+            .bind(id.as_uuid())
+            .bind(target.as_i32())
+            .bind(sequence)
+            .bind(&changed_names)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(DeployOutcome {
             api_id: id,
@@ -483,14 +533,14 @@ impl ArtifactStore for PgArtifactStore {
             "DELETE FROM deployments d USING api_revisions r
              WHERE d.api_id = $1 AND d.label = $2
                AND r.api_id = d.api_id AND r.revision = d.revision
-             RETURNING d.revision, r.sha256",
+             RETURNING d.revision, r.sha256, nextval('change_sequence') AS sequence",
         )
         .bind(id.as_uuid())
         .bind(label.as_str())
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("API {id} is not deployed on {label:?}")))?;
-        let sequence = next_sequence(&mut tx).await?;
+        let sequence: i64 = removed.try_get("sequence")?;
         let remove = event(
             EventType::RemoveApiFromGateway,
             id,
