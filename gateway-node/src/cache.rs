@@ -196,6 +196,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The least time between two writes of the cache. What a crash loses of
+/// this is re-fetched at the next start (or, with the traffic manager
+/// down, the node starts on the revisions before).
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What the writer task is asked to do.
 pub enum CacheCommand {
     /// At start-up: what the cache holds and the node serves from it. Files
@@ -232,7 +237,17 @@ impl CacheWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<CacheCommand>();
         let task = tokio::spawn(async move {
             let mut contents = CacheContents::default();
+            let mut last_write: Option<tokio::time::Instant> = None;
             while let Some(first) = rx.recv().await {
+                // A change that follows a write closely waits for the rest
+                // of the window, so that a burst of deploys costs a few
+                // file syncs instead of two per deploy.
+                if !matches!(first, CacheCommand::Close)
+                    && let Some(last) = last_write
+                {
+                    tokio::time::sleep_until(last + COALESCE_WINDOW).await;
+                }
+                last_write = Some(tokio::time::Instant::now());
                 let mut batch = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
