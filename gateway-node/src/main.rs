@@ -14,7 +14,12 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
+// The control plane (events, deploys, the admin API, status reports) is
+// light and runs on one thread: with many nodes on few cores, a
+// work-stealing runtime spends more on waking its idle workers than on the
+// work. API traffic has its own runtime per core (`[gateway.data_plane]
+// workers`), and file and bulk work goes to the blocking pool.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     artisync_shared::telemetry::init("info");
     let cli = Cli::parse();

@@ -175,7 +175,21 @@ impl Sha256Digest {
         Ok(Sha256Digest(out))
     }
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.with_hex(str::to_owned)
+    }
+
+    /// Hands the hex form to `f` from a stack buffer: serializing and
+    /// displaying digests (manifests, status reports of thousands of APIs)
+    /// allocates nothing.
+    fn with_hex<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let mut buf = [0u8; 64];
+        // Cannot fail: the buffer is exactly twice the digest's length,
+        // and hex digits are ASCII.
+        let hex = hex::encode_to_slice(self.0, &mut buf)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&buf).ok())
+            .unwrap_or_default();
+        f(hex)
     }
 }
 
@@ -187,7 +201,7 @@ impl fmt::Debug for Sha256Digest {
 
 impl fmt::Display for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 
@@ -200,7 +214,7 @@ impl FromStr for Sha256Digest {
 
 impl Serialize for Sha256Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        self.with_hex(|hex| s.serialize_str(hex))
     }
 }
 
