@@ -91,6 +91,12 @@ impl DiskCache {
         self.dir.join("manifest.json")
     }
 
+    /// Files of artifacts no longer used, kept to be written over (see
+    /// [`FreeFiles`]).
+    fn free_dir(&self) -> PathBuf {
+        self.dir.join("free")
+    }
+
     fn held_path(&self) -> PathBuf {
         self.dir.join("held.json")
     }
@@ -98,7 +104,8 @@ impl DiskCache {
     /// Creates the directories; a node that cannot write its cache says so
     /// at start-up rather than on the first deploy.
     pub fn prepare(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(self.artifacts_dir())
+        std::fs::create_dir_all(self.artifacts_dir())?;
+        std::fs::create_dir_all(self.free_dir())
     }
 
     /// Reads every manifest entry whose artifact is present and intact.
@@ -172,13 +179,71 @@ impl DiskCache {
     }
 
     pub fn store_artifact(&self, sha: &Sha256Digest, xml: &[u8]) -> std::io::Result<()> {
+        self.store_artifact_reusing(sha, xml, &mut FreeFiles::default())
+    }
+
+    /// Writes an artifact under its digest, into a free file when there is
+    /// one. Straight to its name, unsynced: a file torn by a crash
+    /// mid-write (or still holding what it held before) fails its digest
+    /// check on load and is fetched again.
+    fn store_artifact_reusing(
+        &self,
+        sha: &Sha256Digest,
+        xml: &[u8],
+        free: &mut FreeFiles,
+    ) -> std::io::Result<()> {
         let path = self.artifact_path(sha);
         if path.exists() {
             return Ok(());
         }
-        // Straight to its name: a file torn by a crash mid-write fails its
-        // digest check on load and is fetched again.
+        if let Some(file) = free.take()
+            && std::fs::rename(&file, &path).is_ok()
+        {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)?;
+            return file.write_all(xml);
+        }
         std::fs::write(&path, xml)
+    }
+
+    /// Moves an artifact nothing names any more to the free files, or
+    /// deletes it when there are enough of those.
+    fn discard_artifact(&self, path: &Path, free: &mut FreeFiles) {
+        if free.files.len() < MAX_FREE_FILES {
+            let to = self
+                .free_dir()
+                .join(uuid::Uuid::new_v4().simple().to_string());
+            if std::fs::rename(path, &to).is_ok() {
+                free.files.push(to);
+                return;
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// The free files a previous run left, up to the limit; the rest are
+    /// deleted.
+    fn collect_free_files(&self) -> std::io::Result<FreeFiles> {
+        let mut free = FreeFiles::default();
+        let entries = match std::fs::read_dir(self.free_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(self.free_dir())?;
+                return Ok(free);
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if free.files.len() < MAX_FREE_FILES {
+                free.files.push(path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(free)
     }
 
     pub fn write_manifest<'a>(
@@ -193,8 +258,8 @@ impl DiskCache {
         write_atomically(&self.manifest_path(), &bytes)
     }
 
-    /// Deletes artifacts no manifest entry refers to.
-    pub fn prune(&self, keep: &HashSet<Sha256Digest>) -> std::io::Result<usize> {
+    /// Discards artifacts no manifest entry refers to.
+    fn prune(&self, keep: &HashSet<Sha256Digest>, free: &mut FreeFiles) -> std::io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(self.artifacts_dir())? {
             let path = entry?.path();
@@ -203,11 +268,32 @@ impl DiskCache {
                 .and_then(|s| s.to_str())
                 .and_then(|s| Sha256Digest::parse(s).ok())
                 .is_some_and(|sha| keep.contains(&sha));
-            if !keep_it && std::fs::remove_file(&path).is_ok() {
+            if !keep_it {
+                self.discard_artifact(&path, free);
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+}
+
+/// How many files of unused artifacts are kept for reuse.
+const MAX_FREE_FILES: usize = 256;
+
+/// Files of unused artifacts, written over by new ones. Every new revision
+/// of an API is a new file and frees the previous one; deleting and
+/// creating a file per deploy makes the file system allocate an inode each
+/// time, which on ext4 without a journal means scanning past every inode
+/// freed in the last seconds (it avoids reusing those), and grows with the
+/// deploy rate. Reused files need no new inode.
+#[derive(Debug, Default)]
+struct FreeFiles {
+    files: Vec<PathBuf>,
+}
+
+impl FreeFiles {
+    fn take(&mut self) -> Option<PathBuf> {
+        self.files.pop()
     }
 }
 
@@ -261,6 +347,8 @@ pub struct CacheWriter {
 struct CacheContents {
     /// Ordered, so the manifest is written in a stable order unsorted.
     manifest: BTreeMap<ApiId, ManifestEntry>,
+    /// `None` until the first batch picks up what a previous run left.
+    free: Option<FreeFiles>,
     uses: HashMap<Sha256Digest, usize>,
 }
 
@@ -318,11 +406,26 @@ impl CacheWriter {
 }
 
 /// Applies a batch of changes: artifacts first, then one manifest write,
-/// then the deletion of artifacts no entry uses any more.
+/// then the discarding of artifacts no entry uses any more.
 fn write_batch(
     cache: &DiskCache,
     batch: Vec<CacheCommand>,
     contents: &mut CacheContents,
+) -> std::io::Result<()> {
+    let mut free = match contents.free.take() {
+        Some(free) => free,
+        None => cache.collect_free_files()?,
+    };
+    let result = write_changes(cache, batch, contents, &mut free);
+    contents.free = Some(free);
+    result
+}
+
+fn write_changes(
+    cache: &DiskCache,
+    batch: Vec<CacheCommand>,
+    contents: &mut CacheContents,
+    free: &mut FreeFiles,
 ) -> std::io::Result<()> {
     let mut manifest_changed = false;
     let mut held = None;
@@ -338,11 +441,11 @@ fn write_batch(
                 }
                 // Artifacts of entries that no longer load, and leftovers.
                 let keep: HashSet<Sha256Digest> = contents.uses.keys().copied().collect();
-                cache.prune(&keep)?;
+                cache.prune(&keep, free)?;
                 manifest_changed = true;
             }
             CacheCommand::Applied { entry, xml } => {
-                cache.store_artifact(&entry.sha256, &xml)?;
+                cache.store_artifact_reusing(&entry.sha256, &xml, free)?;
                 *contents.uses.entry(entry.sha256).or_default() += 1;
                 unused.remove(&entry.sha256);
                 if let Some(old) = contents.manifest.insert(entry.api_id, entry) {
@@ -368,7 +471,7 @@ fn write_batch(
         cache.write_manifest(contents.manifest.values())?;
         // Only after the manifest no longer names them.
         for sha in unused {
-            let _ = std::fs::remove_file(cache.artifact_path(&sha));
+            cache.discard_artifact(&cache.artifact_path(&sha), free);
         }
     }
     Ok(())
@@ -436,9 +539,81 @@ mod tests {
         let b = Sha256Digest::of(b"b");
         cache.store_artifact(&a, b"a").unwrap();
         cache.store_artifact(&b, b"b").unwrap();
-        assert_eq!(cache.prune(&HashSet::from([a])).unwrap(), 1);
+        let mut free = FreeFiles::default();
+        assert_eq!(cache.prune(&HashSet::from([a]), &mut free).unwrap(), 1);
         assert!(cache.artifact_path(&a).exists());
         assert!(!cache.artifact_path(&b).exists());
+        assert_eq!(free.files.len(), 1, "the pruned file is kept for reuse");
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn at_most_so_many_freed_files_are_kept() {
+        let cache = temp_cache();
+        cache.prepare().unwrap();
+        for i in 0..MAX_FREE_FILES + 10 {
+            let xml = format!("<api n=\"{i}\"/>");
+            cache
+                .store_artifact(&Sha256Digest::of(xml.as_bytes()), xml.as_bytes())
+                .unwrap();
+        }
+        let mut contents = CacheContents::default();
+        write_batch(&cache, vec![CacheCommand::Seed(Vec::new())], &mut contents).unwrap();
+        assert_eq!(std::fs::read_dir(cache.artifacts_dir()).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(cache.free_dir()).unwrap().count(),
+            MAX_FREE_FILES
+        );
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[test]
+    fn freed_files_are_written_over() {
+        let cache = temp_cache();
+        let api_id = ApiId::new_random();
+        let mut contents = CacheContents::default();
+        // Long revisions first, so a reused file must be truncated.
+        let revisions: Vec<String> = (1..=300)
+            .map(|i| format!("<api r=\"{i}\">{}</api>", "x".repeat(1000 - i)))
+            .collect();
+        for (i, xml) in revisions.iter().enumerate() {
+            let entry = ManifestEntry {
+                api_id,
+                revision: Revision::new(i as i64 + 1).unwrap(),
+                sha256: Sha256Digest::of(xml.as_bytes()),
+            };
+            let applied = CacheCommand::Applied {
+                entry,
+                xml: Bytes::from(xml.clone()),
+            };
+            write_batch(&cache, vec![applied], &mut contents).unwrap();
+        }
+        let loaded = cache.load();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].entry.revision, Revision::new(300).unwrap());
+        assert_eq!(loaded[0].xml.as_ref(), revisions[299].as_bytes());
+        let artifacts = std::fs::read_dir(cache.artifacts_dir()).unwrap().count();
+        assert_eq!(artifacts, 1, "only the running revision is an artifact");
+        let free = std::fs::read_dir(cache.free_dir()).unwrap().count();
+        assert_eq!(free, 1, "one file goes round: freed, then written over");
+
+        // A new writer picks up the free files a previous one left.
+        let mut restarted = CacheContents::default();
+        let other = ApiId::new_random();
+        let xml = "<api/>";
+        let entry = ManifestEntry {
+            api_id: other,
+            revision: Revision::new(1).unwrap(),
+            sha256: Sha256Digest::of(xml.as_bytes()),
+        };
+        let seed = CacheCommand::Seed(vec![loaded[0].entry.clone()]);
+        let applied = CacheCommand::Applied {
+            entry,
+            xml: Bytes::from_static(xml.as_bytes()),
+        };
+        write_batch(&cache, vec![seed, applied], &mut restarted).unwrap();
+        assert_eq!(std::fs::read_dir(cache.free_dir()).unwrap().count(), 0);
+        assert_eq!(cache.load().len(), 2);
         std::fs::remove_dir_all(cache.dir()).unwrap();
     }
 

@@ -110,7 +110,7 @@ async fn next_sequence(tx: &mut Transaction<'_, Postgres>) -> Result<i64, StoreE
 }
 
 /// The outbox rows of some events: one per label (routing key = label),
-/// as the columns `OUTBOX_INSERT` unnests.
+/// as the columns `outbox_insert!` unnests.
 #[derive(Default)]
 struct OutboxRows {
     event_ids: Vec<Uuid>,
