@@ -178,7 +178,8 @@ impl DiskCache {
         write_atomically(&self.held_path(), &bytes)
     }
 
-    pub fn store_artifact(&self, sha: &Sha256Digest, xml: &[u8]) -> std::io::Result<()> {
+    #[cfg(test)]
+    fn store_artifact(&self, sha: &Sha256Digest, xml: &[u8]) -> std::io::Result<()> {
         self.store_artifact_reusing(sha, xml, &mut FreeFiles::default())
     }
 
