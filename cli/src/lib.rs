@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod cluster;
+pub mod components;
 pub mod process;
 pub mod up;

@@ -30,7 +30,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    artisync_shared::telemetry::init("info");
+    artisync_telemetry::init("info");
     let cli = Cli::parse();
     match cli.command {
         Command::Up(args) => match artisync_cli::up::run(args).await {
@@ -43,11 +43,9 @@ async fn main() -> ExitCode {
         Command::Run { component, config } => {
             let config = config.as_deref();
             match component.as_str() {
-                "publisher" => artisync_publisher::app::run_until_signalled(config).await,
-                "traffic-manager" => {
-                    artisync_traffic_manager::app::run_until_signalled(config).await
-                }
-                "gateway-node" => artisync_gateway::node::run_until_signalled(config).await,
+                "publisher" => artisync_cli::components::publisher(config).await,
+                "traffic-manager" => artisync_cli::components::traffic_manager(config).await,
+                "gateway-node" => artisync_cli::components::gateway(config).await,
                 other => {
                     eprintln!(
                         "artisync run: unknown component {other:?}; use publisher, traffic-manager or gateway-node"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::Connection;
+use artisync_config::storage::StorageUrl;
 
 use crate::client::{GatewayAdminClient, PublisherClient};
 use crate::cluster::{Cluster, ClusterSpec};
@@ -52,44 +52,11 @@ pub struct UpArgs {
 
 /// Creates the database named in `url` if it does not exist.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
-    let name = parsed.path().trim_start_matches('/').to_owned();
-    if name.is_empty() {
-        return Ok(());
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        bail!("database name {name:?} must be letters, digits, '_' or '-'");
-    }
-    let mut admin_url = parsed.clone();
-    admin_url.set_path("/postgres");
-    let mut conn = sqlx::PgConnection::connect(admin_url.as_str())
-        .await
-        .with_context(|| format!("cannot reach PostgreSQL at {}", redact(&parsed)))?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(&mut conn)
-        .await?;
-    if exists.is_none() {
-        // The name was checked above to hold no quoting characters.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("cannot create database {name}"))?;
+    let url = StorageUrl::parse("--database-url", url)?;
+    if let Some(name) = artisync_backends::ensure_database(&url).await? {
         println!("created database {name}");
     }
-    conn.close().await?;
     Ok(())
-}
-
-fn redact(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    u.to_string()
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -157,7 +124,7 @@ async fn serve(cluster: &mut Cluster, args: &UpArgs) -> anyhow::Result<()> {
         cluster.write_state_file(path)?;
     }
     print_walkthrough(&spec, sample_id.as_deref());
-    artisync_shared::signals::wait_for_termination().await;
+    artisync_telemetry::signals::wait_for_termination().await;
     Ok(())
 }
 

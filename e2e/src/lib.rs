@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use artisync_cli::client::{GatewayAdminClient, PublisherClient};
 use artisync_cli::cluster::{Cluster, ClusterSpec, GatewaySpec, free_port, random_token};
-use artisync_shared::db::testing::TestDatabase;
+use artisync_test_support::postgres::TestDatabase;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
 
 pub use artisync_cli::cluster;

@@ -509,7 +509,7 @@ fn check_env_names(service: &Service) -> anyhow::Result<()> {
         return Ok(());
     };
     let aliases = aliases_of(binary);
-    let shared = sources(&repo_root().join("shared/src"));
+    let shared = sources(&repo_root().join("shared"));
     for name in service.environment.keys() {
         let known = name.starts_with("ARTISYNC_")
             || aliases.contains(&name.as_str())

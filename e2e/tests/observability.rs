@@ -160,7 +160,7 @@ async fn metrics_traces_and_openapi_across_the_cluster() -> anyhow::Result<()> {
         .and_then(|v| v.to_str().ok())
         .context("create answered without a traceparent")?;
     assert!(
-        artisync_shared::telemetry::TraceParent::parse(started).is_some(),
+        artisync_telemetry::TraceParent::parse(started).is_some(),
         "{started}"
     );
 

@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use artisync_domain::topology::Topology;
+use artisync_domain::{ApiId, GatewayLabel, Sha256Digest};
 use artisync_e2e::fault::TcpFaultProxy;
 use artisync_e2e::{TestEnv, eventually, mock_api};
-use artisync_publisher::bus::{RabbitBus, declare_exchange};
-use artisync_publisher::outbox::OutboxRelay;
-use artisync_publisher::store::{ArtifactStore, ChangeContext, NewArtifact, PgArtifactStore};
-use artisync_shared::amqp::Topology;
-use artisync_shared::{ApiId, GatewayLabel, Sha256Digest};
+use artisync_ports::ArtifactStore;
+use artisync_ports::artifacts::{ChangeContext, NewArtifact};
+use artisync_postgres::PgBackend;
+use artisync_publisher::relay::OutboxRelay;
+use artisync_rabbitmq::{RabbitPublisher, declare_exchange};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -203,14 +205,14 @@ impl Observer {
 /// is a new revision of one API deployed to every label (one outbox row
 /// per label).
 struct Writer {
-    store: PgArtifactStore,
+    store: PgBackend,
     api: ApiId,
     revision: u32,
     labels: Vec<GatewayLabel>,
 }
 
 fn artifact(xml: &str) -> anyhow::Result<NewArtifact> {
-    let parsed = artisync_shared::synapse::parse_artifact(xml.as_bytes())?;
+    let parsed = artisync_synapse::parse_artifact(xml.as_bytes())?;
     Ok(NewArtifact {
         name: parsed.api.name.clone(),
         version: parsed.api.version.clone().unwrap_or_default(),
@@ -222,7 +224,7 @@ fn artifact(xml: &str) -> anyhow::Result<NewArtifact> {
 
 impl Writer {
     async fn new(pool: &PgPool, labels: &[String]) -> anyhow::Result<Writer> {
-        let store = PgArtifactStore::new(pool.clone());
+        let store = PgBackend::from_pool(pool.clone());
         let api = store
             .create_api(artifact(&mock_api("Relay", "/relay", "r1"))?)
             .await?
@@ -275,8 +277,8 @@ fn spawn_relay(
         queue_prefix: env.queue_prefix.clone(),
     };
     let relay = OutboxRelay::new(
-        pool.clone(),
-        RabbitBus::new(amqp_url.to_owned(), topology),
+        Arc::new(PgBackend::from_pool(pool.clone())),
+        Box::new(RabbitPublisher::new(amqp_url.to_owned(), topology)),
         POLL_FALLBACK,
         Duration::from_secs(24 * 3600),
     );
@@ -288,9 +290,16 @@ fn spawn_relay(
 async fn setup() -> anyhow::Result<(TestEnv, PgPool)> {
     let env = TestEnv::new().await?;
     // Connects and applies the schema, as the publisher does.
-    let pool = artisync_publisher::app::connect_database(&env.db.url, 5)
-        .await
-        .context("test database")?;
+    let backend = PgBackend::connect(
+        artisync_postgres::parse_url(&env.db.url, "test")?,
+        &artisync_postgres::PoolSettings {
+            max_connections: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("test database")?;
+    let pool = backend.pool().clone();
     Ok((env, pool))
 }
 

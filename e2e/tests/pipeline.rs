@@ -221,7 +221,7 @@ async fn the_pizzashack_bundle_proxies_to_its_sandbox_endpoint() -> anyhow::Resu
     let backend = Backend::start().await?;
     let env = TestEnv::new().await?;
     let c = env.start(vec![env.gateway("gw-p", &[PROD])?]).await?;
-    let api = include_str!("../../../shared/compat/wso2-apim-PizzaShackAPI_v1.0.0.xml");
+    let api = include_str!("../../config/compat/wso2-apim-PizzaShackAPI_v1.0.0.xml");
     let api = api.split_once("?>").map(|(_, rest)| rest).unwrap_or(api);
     let bundle = format!(
         r#"<definitions xmlns="http://ws.apache.org/ns/synapse">{api}

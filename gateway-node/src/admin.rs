@@ -4,11 +4,11 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use artisync_shared::http::constant_time_eq;
-use artisync_shared::metrics::{CONTENT_TYPE, Exposition};
-use artisync_shared::runtime::ApiDeploymentStatus;
-use artisync_shared::synapse::{EndpointKind, Handler};
-use artisync_shared::{ApiId, Revision};
+use artisync_domain::runtime::ApiDeploymentStatus;
+use artisync_domain::{ApiId, Revision};
+use artisync_http::constant_time_eq;
+use artisync_synapse::{EndpointKind, Handler};
+use artisync_telemetry::metrics::{CONTENT_TYPE, Exposition};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::node::Node;
 use crate::state::ApiRecord;
 
-use artisync_shared::http::ApiError as AdminError;
+use artisync_http::ApiError as AdminError;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     AdminError::new(status, message).into_response()
@@ -97,7 +97,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let (router, _) = public.merge(authenticated).split_for_parts();
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(middleware::from_fn(artisync_shared::http::json_errors))
+        .layer(middleware::from_fn(artisync_http::json_errors))
         .with_state(node)
 }
 
@@ -120,7 +120,7 @@ async fn openapi_json() -> Response {
 }
 
 async fn authenticate(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
-    match artisync_shared::http::presented_token(request.headers()) {
+    match artisync_http::presented_token(request.headers()) {
         Ok(t) if constant_time_eq(t.as_bytes(), node.admin_token.as_bytes()) => {
             next.run(request).await
         }
@@ -296,7 +296,7 @@ async fn list_apis(State(node): State<Arc<Node>>) -> Response {
 }
 
 fn parse_api_id(raw: &str) -> Result<ApiId, AdminError> {
-    raw.parse().map_err(|e: artisync_shared::IdError| {
+    raw.parse().map_err(|e: artisync_domain::IdError| {
         AdminError::new(StatusCode::BAD_REQUEST, e.to_string())
     })
 }
@@ -553,7 +553,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let mut e = Exposition::new();
     let (deployed, failed) = node.state.count_by_status();
     node.metrics.render(&mut e, deployed, failed);
-    crate::metrics::render_traffic(&mut e, &node.state.table().load());
+    crate::dataplane::render_traffic(&mut e, &node.state.table().load(), &node.metrics.unrouted);
     e.gauge(
         "artisync_gateway_amqp_connected",
         "Whether the event subscription is up.",

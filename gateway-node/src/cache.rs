@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use artisync_shared::{ApiId, Revision, Sha256Digest};
+use artisync_domain::{ApiId, Revision, Sha256Digest};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use artisync_shared::amqp::Topology;
-use artisync_shared::config::{self, ConfigError};
-use artisync_shared::{GatewayLabel, NodeId};
+use artisync_config::{self as config, ConfigError};
+use artisync_domain::topology::Topology;
+use artisync_domain::{GatewayLabel, NodeId};
 use serde::Deserialize;
 
 use crate::dataplane::DataPlaneConfig;

@@ -1,9 +1,15 @@
 #![forbid(unsafe_code)]
+//! The gateway-node binary and its composition root: the traffic manager
+//! over HTTP as the artifact source, RabbitMQ as the event bus.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use artisync_gateway::config::{self, Settings};
+use artisync_gateway::start;
 use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// An artisync gateway node.
 #[derive(Parser)]
@@ -14,6 +20,17 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+    let backends = artisync_backends::gateway(
+        &settings.traffic_manager_url,
+        &settings.traffic_manager_token,
+        settings.traffic_manager_timeout,
+        &settings.amqp_url,
+        &settings.topology,
+    )?;
+    Ok(start::start(settings, backends, shutdown).await?.task)
+}
+
 // The control plane (events, deploys, the admin API, status reports) is
 // light and runs on one thread: with many nodes on few cores, a
 // work-stealing runtime spends more on waking its idle workers than on the
@@ -21,7 +38,12 @@ struct Cli {
 // workers`), and file and bulk work goes to the blocking pool.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    artisync_shared::telemetry::init("info");
+    artisync_telemetry::init("info");
     let cli = Cli::parse();
-    artisync_gateway::node::run_until_signalled(cli.config.as_deref()).await
+    artisync_telemetry::signals::run_until_signalled(
+        "gateway-node",
+        config::load(cli.config.as_deref()),
+        run,
+    )
+    .await
 }

@@ -1,17 +1,14 @@
-//! The gateway's metrics: sync (deploys, propagation, retries, reconcile,
-//! cache) in [`Metrics`], and data-plane traffic in [`ApiTraffic`] cells
-//! that each deployed API carries, so a request records on atomics of the
-//! API it was routed to without a lock or a lookup.
+//! The gateway's metrics, one registry per node: sync (deploys,
+//! propagation, retries, reconcile, cache) here, data-plane traffic in the
+//! cells of [`TrafficRegistry`] that each deployed API carries.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use artisync_shared::ApiId;
-use artisync_shared::metrics::{Counter, Exposition, Histogram};
+use artisync_telemetry::metrics::{Counter, Exposition, Histogram};
 use chrono::{DateTime, Utc};
 
-use crate::dataplane::RoutingTable;
+use crate::dataplane::TrafficRegistry;
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -26,6 +23,10 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub events_received: Counter,
     pub events_rejected: Counter,
+    /// Each API's data-plane traffic cells.
+    pub traffic: TrafficRegistry,
+    /// Data-plane requests no deployed API matched.
+    pub unrouted: Arc<Counter>,
 }
 
 impl Metrics {
@@ -40,6 +41,8 @@ impl Metrics {
             cache_hits: Counter::default(),
             events_received: Counter::default(),
             events_rejected: Counter::default(),
+            traffic: TrafficRegistry::default(),
+            unrouted: Arc::new(Counter::default()),
         }
     }
 
@@ -119,197 +122,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Status classes counted per API: `1xx` .. `5xx`.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Why a call to an endpoint failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// Connection refused, reset, DNS failure... (502).
-    Unreachable,
-    /// No answer within the endpoint's timeout (504).
-    Timeout,
-    /// The endpoint URL is unusable (502).
-    BadUrl,
-}
-
-impl UpstreamError {
-    const ALL: [UpstreamError; 3] = [
-        UpstreamError::Unreachable,
-        UpstreamError::Timeout,
-        UpstreamError::BadUrl,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            UpstreamError::Unreachable => "unreachable",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::BadUrl => "bad_url",
-        }
-    }
-}
-
-/// The data-plane traffic of one API. Every revision of the API shares the
-/// same cells (see [`ApiTraffic::for_api`]), so counters do not restart on
-/// a redeploy.
-#[derive(Debug)]
-pub struct ApiTraffic {
-    responses: [Counter; 5],
-    latency: Histogram,
-    upstream_errors: [Counter; 3],
-}
-
-/// The live cells by API. Only touched when an API revision is compiled
-/// (deploy time), never per request.
-static TRAFFIC: LazyLock<Mutex<TrafficRegistry>> = LazyLock::new(Default::default);
-
-#[derive(Default)]
-struct TrafficRegistry {
-    cells: HashMap<ApiId, Weak<ApiTraffic>>,
-    /// Size after the last sweep of dead entries (amortises sweeping).
-    swept_at: usize,
-}
-
-/// Requests whose path matched no deployed API (answered 404).
-pub static UNROUTED_REQUESTS: Counter = Counter::new();
-
-impl ApiTraffic {
-    fn new() -> Self {
-        ApiTraffic {
-            responses: Default::default(),
-            latency: Histogram::latency(),
-            upstream_errors: Default::default(),
-        }
-    }
-
-    /// The cells of `api_id`: the ones a revision still deployed (or still
-    /// finishing requests) uses, else new ones. The cells live as long as
-    /// any revision of the API does.
-    pub fn for_api(api_id: ApiId) -> Arc<ApiTraffic> {
-        let mut registry = TRAFFIC.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(live) = registry.cells.get(&api_id).and_then(Weak::upgrade) {
-            return live;
-        }
-        let cells = Arc::new(ApiTraffic::new());
-        registry.cells.insert(api_id, Arc::downgrade(&cells));
-        if registry.cells.len() > 2 * registry.swept_at.max(64) {
-            registry.cells.retain(|_, w| w.strong_count() > 0);
-            registry.swept_at = registry.cells.len();
-        }
-        cells
-    }
-
-    /// One answered request: its status and the time until its response
-    /// head was ready (the body may stream on).
-    #[inline]
-    pub fn observe(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].inc();
-        self.latency.observe(elapsed.as_secs_f64());
-    }
-
-    #[inline]
-    pub fn upstream_error(&self, kind: UpstreamError) {
-        self.upstream_errors[kind as usize].inc();
-    }
-
-    pub fn requests(&self) -> u64 {
-        self.responses.iter().map(Counter::get).sum()
-    }
-}
-
-/// Renders the data-plane metrics of the APIs in `table` (what is deployed
-/// now), and the requests no API matched.
-pub fn render_traffic(e: &mut Exposition, table: &RoutingTable) {
-    let mut apis: Vec<_> = table.apis().collect();
-    apis.sort_by(|a, b| a.context().cmp(b.context()));
-    let labels = |api: &crate::dataplane::CompiledApi| {
-        vec![
-            ("api_id", api.api_id.to_string()),
-            ("api", api.name().to_owned()),
-            (
-                "version",
-                api.artifact.api.version.clone().unwrap_or_default(),
-            ),
-        ]
-    };
-    e.header_only(
-        "artisync_gateway_requests_total",
-        "Data-plane requests answered, by API and status class.",
-        "counter",
-    );
-    for api in &apis {
-        for (class, counter) in STATUS_CLASSES.iter().zip(&api.traffic.responses) {
-            let mut l = labels(api);
-            l.push(("status", (*class).to_owned()));
-            e.sample("artisync_gateway_requests_total", &l, counter.get() as f64);
-        }
-    }
-    e.header_only(
-        "artisync_gateway_request_duration_seconds",
-        "Data-plane latency until the response head, by API (mediation and endpoint call included).",
-        "histogram",
-    );
-    for api in &apis {
-        e.histogram_samples(
-            "artisync_gateway_request_duration_seconds",
-            &labels(api),
-            &api.traffic.latency,
-        );
-    }
-    e.header_only(
-        "artisync_gateway_upstream_errors_total",
-        "Endpoint calls that failed, by API and kind (unreachable, timeout, bad_url).",
-        "counter",
-    );
-    for api in &apis {
-        for kind in UpstreamError::ALL {
-            let mut l = labels(api);
-            l.push(("kind", kind.label().to_owned()));
-            e.sample(
-                "artisync_gateway_upstream_errors_total",
-                &l,
-                api.traffic.upstream_errors[kind as usize].get() as f64,
-            );
-        }
-    }
-    e.counter(
-        "artisync_gateway_unrouted_requests_total",
-        "Data-plane requests whose path matched no deployed API (404).",
-        UNROUTED_REQUESTS.get(),
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn revisions_of_an_api_share_their_traffic_cells() {
-        let id = ApiId::new_random();
-        let first = ApiTraffic::for_api(id);
-        first.observe(200, Duration::from_millis(3));
-        let second = ApiTraffic::for_api(id);
-        assert!(Arc::ptr_eq(&first, &second));
-        second.observe(503, Duration::from_millis(1));
-        second.upstream_error(UpstreamError::Timeout);
-        assert_eq!(first.requests(), 2);
-        assert_eq!(first.responses[1].get(), 1);
-        assert_eq!(first.responses[4].get(), 1);
-        drop((first, second));
-        // Once no revision holds them, the API starts from zero.
-        assert_eq!(ApiTraffic::for_api(id).requests(), 0);
-    }
-
-    #[test]
-    fn odd_statuses_fall_into_the_nearest_class() {
-        let t = ApiTraffic::new();
-        t.observe(99, Duration::ZERO);
-        t.observe(600, Duration::ZERO);
-        assert_eq!(t.responses[0].get(), 1);
-        assert_eq!(t.responses[4].get(), 1);
     }
 }

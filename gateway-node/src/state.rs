@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use artisync_shared::runtime::{ApiDeploymentStatus, AppliedApiState};
-use artisync_shared::{ApiId, Revision, Sha256Digest};
+use artisync_domain::runtime::{ApiDeploymentStatus, AppliedApiState};
+use artisync_domain::{ApiId, Revision, Sha256Digest};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use artisync_domain::{ApiId, Revision, Sha256Digest};
 use artisync_gateway::dataplane::{
     CompiledApi, DataPlane, DataPlaneConfig, RoutingTable, SharedRoutingTable, serve,
 };
-use artisync_shared::synapse::parse_artifact;
-use artisync_shared::{ApiId, Revision, Sha256Digest};
+use artisync_synapse::parse_artifact;
 use axum::body::Body as AxumBody;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -22,8 +22,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const PIZZASHACK: &str = include_str!("../../../shared/compat/wso2-apim-PizzaShackAPI_v1.0.0.xml");
-const SAMPLE_800: &str = include_str!("../../../shared/compat/apache-synapse-sample-800.xml");
+const PIZZASHACK: &str = include_str!("../../config/compat/wso2-apim-PizzaShackAPI_v1.0.0.xml");
+const SAMPLE_800: &str = include_str!("../../config/compat/apache-synapse-sample-800.xml");
 
 // ------------------------------------------------------------------ backend
 
@@ -158,7 +158,11 @@ impl Gateway {
     async fn start_with(apis: Vec<Arc<CompiledApi>>, config: DataPlaneConfig) -> Gateway {
         let table: SharedRoutingTable =
             Arc::new(ArcSwap::from_pointee(RoutingTable::from_apis(apis)));
-        let data_plane = Arc::new(DataPlane::new(Arc::clone(&table), config));
+        let data_plane = Arc::new(DataPlane::new(
+            Arc::clone(&table),
+            config,
+            Default::default(),
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -201,6 +205,7 @@ fn compile_as(api_id: ApiId, revision: Revision, xml: &str) -> Arc<CompiledApi> 
         revision,
         Sha256Digest::of(xml.as_bytes()),
         artifact,
+        Default::default(),
     ))
 }
 

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use artisync_shared::GatewayLabel;
-use artisync_shared::amqp::Topology;
-use artisync_shared::config::{self, ConfigError};
+use artisync_config::storage::{StorageOptions, StorageUrl, Wso2Database};
+use artisync_config::{self as config, ConfigError};
+use artisync_domain::GatewayLabel;
+use artisync_domain::topology::Topology;
 use serde::Deserialize;
 
 /// The publisher's config file as written (`config/publisher.toml`).
@@ -70,31 +71,13 @@ impl Default for RawPublisher {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
-    /// `postgres://user:pass@host:port/db`; `DATABASE_URL` overrides it.
-    /// Takes precedence over `[database.sync_runtime_artifacts_db]`.
+    /// `postgres://…`, `mysql://…` or `sqlite://PATH`; `DATABASE_URL`
+    /// overrides it. Takes precedence over `[database.sync_runtime_artifacts_db]`.
     pub url: Option<String>,
     /// Size of the connection pool.
     pub max_connections: Option<u32>,
     /// WSO2's artifact database section.
-    pub sync_runtime_artifacts_db: Option<RawWso2Database>,
-}
-
-/// `[database.sync_runtime_artifacts_db]` as WSO2 writes it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWso2Database {
-    /// Database type; only PostgreSQL (`postgre`, `postgres`, `postgresql`).
-    #[serde(rename = "type")]
-    pub db_type: String,
-    /// `jdbc:postgresql://host:port/db` or `postgres://host:port/db`.
-    pub url: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Accepted for compatibility; the pool is configured by artisync.
-    pub driver: Option<String>,
-    /// Accepted for compatibility and ignored.
-    #[serde(rename = "validationQuery")]
-    pub validation_query: Option<String>,
+    pub sync_runtime_artifacts_db: Option<Wso2Database>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,7 +128,7 @@ pub struct Settings {
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
     pub known_labels: Vec<GatewayLabel>,
-    pub database_url: String,
+    pub database: StorageUrl,
     pub max_connections: u32,
     pub amqp_url: String,
     pub topology: Topology,
@@ -153,6 +136,17 @@ pub struct Settings {
     pub outbox_retention: Duration,
     pub gateway_stale_after: Duration,
     pub inline_artifact_max_bytes: usize,
+}
+
+impl Settings {
+    /// How to open `database`.
+    pub fn storage_options(&self) -> StorageOptions {
+        StorageOptions {
+            max_connections: self.max_connections,
+            inline_artifact_max_bytes: self.inline_artifact_max_bytes,
+            ..StorageOptions::default()
+        }
+    }
 }
 
 /// The largest artifact a deploy event may carry.
@@ -190,13 +184,11 @@ impl RawConfig {
                 "at least one bearer token is required",
             ));
         }
-        if let Some(short) = tokens.iter().find(|t| t.len() < 8) {
+        // Never echo any part of a token.
+        if let Some(i) = tokens.iter().position(|t| t.chars().count() < 8) {
             return Err(ConfigError::invalid(
                 "publisher.tokens",
-                format!(
-                    "token {:?}... is shorter than 8 characters",
-                    &short[..short.len().min(2)]
-                ),
+                format!("token number {} is shorter than 8 characters", i + 1),
             ));
         }
         if p.inline_artifact_max_bytes > MAX_INLINE_ARTIFACT_BYTES {
@@ -243,7 +235,7 @@ impl RawConfig {
             }
         }
 
-        let database_url = database_url(&self.database)?;
+        let database = database_url(&self.database)?;
         let max_connections = self.database.max_connections.unwrap_or(10);
         if max_connections == 0 {
             return Err(ConfigError::invalid(
@@ -262,7 +254,7 @@ impl RawConfig {
             tokens,
             max_body_bytes: p.max_body_bytes,
             known_labels,
-            database_url,
+            database,
             max_connections,
             amqp_url,
             topology,
@@ -284,71 +276,17 @@ pub(crate) fn validate_topology(t: &Topology) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn database_url(db: &RawDatabase) -> Result<String, ConfigError> {
+fn database_url(db: &RawDatabase) -> Result<StorageUrl, ConfigError> {
     if let Some(url) = &db.url {
-        return config::url_with_scheme("database.url", url, &["postgres", "postgresql"]);
+        return StorageUrl::parse("database.url", url);
     }
-    let Some(wso2) = &db.sync_runtime_artifacts_db else {
-        return Err(ConfigError::invalid(
+    match &db.sync_runtime_artifacts_db {
+        Some(wso2) => wso2.storage_url("database.sync_runtime_artifacts_db"),
+        None => Err(ConfigError::invalid(
             "database.url",
             "is required (or DATABASE_URL, or [database.sync_runtime_artifacts_db])",
-        ));
-    };
-    const KEY: &str = "database.sync_runtime_artifacts_db";
-    if !matches!(
-        wso2.db_type.to_ascii_lowercase().as_str(),
-        "postgre" | "postgres" | "postgresql"
-    ) {
-        return Err(ConfigError::invalid(
-            format!("{KEY}.type"),
-            format!(
-                "{:?} is not supported; artisync stores artifacts in PostgreSQL (\"postgre\")",
-                wso2.db_type
-            ),
-        ));
+        )),
     }
-    jdbc_to_postgres_url(
-        &wso2.url,
-        wso2.username.as_deref(),
-        wso2.password.as_deref(),
-    )
-    .ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{KEY}.url"),
-            format!(
-                "{:?} is not a jdbc:postgresql:// or postgres:// URL",
-                wso2.url
-            ),
-        )
-    })
-}
-
-/// `jdbc:postgresql://host:5432/db?x=y` + credentials -> `postgres://user:pass@host:5432/db?x=y`.
-fn jdbc_to_postgres_url(url: &str, user: Option<&str>, password: Option<&str>) -> Option<String> {
-    let rest = url
-        .strip_prefix("jdbc:postgresql://")
-        .or_else(|| url.strip_prefix("postgres://"))
-        .or_else(|| url.strip_prefix("postgresql://"))?;
-    if rest.is_empty() {
-        return None;
-    }
-    let credentials = match (user, password) {
-        (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
-        (Some(u), None) => format!("{}@", encode(u)),
-        _ => String::new(),
-    };
-    Some(format!("postgres://{credentials}{rest}"))
-}
-
-fn encode(part: &str) -> String {
-    part.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -432,7 +370,7 @@ mod tests {
     fn wso2_database_section_is_translated() {
         let mut c = base();
         c.database.url = None;
-        c.database.sync_runtime_artifacts_db = Some(RawWso2Database {
+        c.database.sync_runtime_artifacts_db = Some(Wso2Database {
             db_type: "postgre".into(),
             url: "jdbc:postgresql://db:5432/apim_db".into(),
             username: Some("wso2".into()),
@@ -441,9 +379,12 @@ mod tests {
             validation_query: None,
         });
         let s = c.clone().validate().unwrap();
-        assert_eq!(s.database_url, "postgres://wso2:p%40ss@db:5432/apim_db");
+        assert_eq!(
+            s.database,
+            StorageUrl::Postgres("postgres://wso2:p%40ss@db:5432/apim_db".into())
+        );
         if let Some(db) = c.database.sync_runtime_artifacts_db.as_mut() {
-            db.db_type = "mysql".into();
+            db.db_type = "oracle".into();
         }
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("sync_runtime_artifacts_db.type"), "{err}");

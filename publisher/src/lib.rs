@@ -1,12 +1,11 @@
 #![forbid(unsafe_code)]
-//! The artisync publisher: stores API artifacts as revisions in PostgreSQL,
-//! records deployments, and relays deployment events to RabbitMQ through a
-//! transactional outbox.
+//! The artisync publisher: stores API artifacts as revisions, records
+//! deployments, and relays deployment events through a transactional
+//! outbox. It reaches storage and the bus only through the ports of
+//! `artisync-ports`; the binary's composition root picks the backends.
 
 pub mod api;
 pub mod app;
-pub mod bus;
 pub mod config;
 pub mod metrics;
-pub mod outbox;
-pub mod store;
+pub mod relay;

@@ -1,9 +1,16 @@
 #![forbid(unsafe_code)]
+//! The publisher binary and its composition root: the backends come from
+//! the config's URLs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use artisync_backends::Storage;
+use artisync_publisher::app;
+use artisync_publisher::config::{self, Settings};
 use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The artisync publisher REST API.
 #[derive(Parser)]
@@ -14,9 +21,21 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+    let storage = Storage::open(&settings.database, &settings.storage_options()).await?;
+    let backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+    let running = app::start(settings, backends, shutdown).await?;
+    Ok(storage.close_after(running.task, None))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    artisync_shared::telemetry::init("info");
+    artisync_telemetry::init("info");
     let cli = Cli::parse();
-    artisync_publisher::app::run_until_signalled(cli.config.as_deref()).await
+    artisync_telemetry::signals::run_until_signalled(
+        "publisher",
+        config::load(cli.config.as_deref()),
+        start,
+    )
+    .await
 }

@@ -4,8 +4,11 @@
 //! backlog and the age of its oldest unsent event are read from the
 //! database at scrape time, so every replica reports the same truth.
 
-use artisync_shared::metrics::{Counter, Exposition, Family, Histogram};
-use sqlx::PgPool;
+use std::sync::Arc;
+
+use artisync_http::HttpMetrics;
+use artisync_ports::Outbox;
+use artisync_telemetry::metrics::{Counter, Exposition, Histogram};
 
 /// What a change was, for `artisync_publisher_changes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +36,8 @@ impl Change {
 #[derive(Debug)]
 pub struct PublisherMetrics {
     changes: [Counter; 5],
-    /// Requests by method, matched route template and status.
-    pub http_requests: Family<Counter>,
-    /// Request latency by method and matched route template.
-    pub http_latency: Family<Histogram>,
+    /// Requests and latency by method, route template and status.
+    pub http: Arc<HttpMetrics>,
     /// From the start of a batch publish to the broker's last confirm.
     pub relay_publish_latency: Histogram,
     pub relay_events: Counter,
@@ -54,8 +55,7 @@ impl PublisherMetrics {
     pub fn new() -> Self {
         PublisherMetrics {
             changes: Default::default(),
-            http_requests: Family::counters(&["method", "route", "status"]),
-            http_latency: Family::latencies(&["method", "route"]),
+            http: Arc::new(HttpMetrics::default()),
             relay_publish_latency: Histogram::latency(),
             relay_events: Counter::default(),
             relay_batches: Counter::default(),
@@ -71,8 +71,8 @@ impl PublisherMetrics {
         self.changes[change as usize].get()
     }
 
-    /// The exposition, with the outbox read from `pool` now.
-    pub async fn render(&self, pool: &PgPool) -> String {
+    /// The exposition, with the outbox backlog read now.
+    pub async fn render(&self, outbox: &dyn Outbox) -> String {
         let mut e = Exposition::new();
         e.header_only(
             "artisync_publisher_changes_total",
@@ -92,23 +92,17 @@ impl PublisherMetrics {
                 self.changes(change) as f64,
             );
         }
-        let outbox = sqlx::query_as::<_, (i64, Option<f64>)>(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
-             FROM outbox WHERE sent_at IS NULL",
-        )
-        .fetch_one(pool)
-        .await;
-        let up = match &outbox {
-            Ok((backlog, oldest)) => {
+        let up = match outbox.backlog().await {
+            Ok(backlog) => {
                 e.gauge(
                     "artisync_publisher_outbox_backlog",
                     "Events committed but not yet confirmed by the broker.",
-                    *backlog as f64,
+                    backlog.unsent as f64,
                 );
                 e.gauge(
                     "artisync_publisher_outbox_oldest_unsent_age_seconds",
                     "Age of the oldest unsent event (0 when the outbox is drained).",
-                    oldest.unwrap_or(0.0).max(0.0),
+                    backlog.oldest_unsent.as_secs_f64(),
                 );
                 1.0
             }
@@ -145,12 +139,12 @@ impl PublisherMetrics {
         e.counter_family(
             "artisync_publisher_http_requests_total",
             "REST API requests by method, route template and status.",
-            &self.http_requests,
+            &self.http.requests,
         );
         e.histogram_family(
             "artisync_publisher_http_request_duration_seconds",
             "REST API latency by method and route template.",
-            &self.http_latency,
+            &self.http.latency,
         );
         e.finish()
     }

@@ -12,13 +12,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
+use artisync_domain::{ApiId, GatewayLabel, Revision};
+use artisync_http::BearerTokens;
+use artisync_ports::artifacts::{ChangeContext, NewArtifact, StoredArtifact, UpdateOutcome};
+use artisync_ports::outbox::Backlog;
+use artisync_ports::{ArtifactStore, Health, Outbox, OutboxSession, StoreError};
 use artisync_publisher::api::{self, ApiState};
 use artisync_publisher::metrics::PublisherMetrics;
-use artisync_publisher::store::{
-    ApiDetail, ApiSummary, ArtifactStore, ChangeContext, DeployOutcome, GatewaySummary,
-    NewArtifact, NodeApiStatus, StoreError, StoredArtifact, UpdateOutcome,
-};
-use artisync_shared::{ApiId, GatewayLabel, Revision};
 use async_trait::async_trait;
 
 /// DESIGN.md §4, plus the probes, metrics and this document.
@@ -146,6 +147,9 @@ impl ArtifactStore for EmptyStore {
     async fn get_api(&self, _: ApiId) -> Result<ApiDetail, StoreError> {
         none()
     }
+    async fn find_api(&self, _: &str, _: &str) -> Result<Option<ApiSummary>, StoreError> {
+        Ok(None)
+    }
     async fn get_artifact(
         &self,
         _: ApiId,
@@ -181,23 +185,49 @@ impl ArtifactStore for EmptyStore {
     }
 }
 
-#[tokio::test]
-async fn the_router_serves_exactly_the_documented_operations() {
-    // A pool that never connects (nothing listens on port 1): only the
-    // readiness probe and /metrics touch it, and answer "unavailable".
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-        .unwrap();
-    let state = Arc::new(ApiState {
+/// Its database is down: the readiness probe and /metrics say so.
+fn down<T>() -> Result<T, StoreError> {
+    Err(StoreError::unavailable("test", "the database is down"))
+}
+
+#[async_trait]
+impl Outbox for EmptyStore {
+    async fn session(&self) -> Result<Box<dyn OutboxSession>, StoreError> {
+        down()
+    }
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        down()
+    }
+    async fn prune(&self, _: Duration) -> Result<u64, StoreError> {
+        down()
+    }
+}
+
+#[async_trait]
+impl Health for EmptyStore {
+    async fn check(&self) -> Result<(), StoreError> {
+        down()
+    }
+}
+
+fn state(token: &str) -> Arc<ApiState> {
+    Arc::new(ApiState {
         store: Arc::new(EmptyStore),
-        pool,
-        tokens: vec!["probe-token".into()],
+        outbox: Arc::new(EmptyStore),
+        health: Arc::new(EmptyStore),
+        tokens: Arc::new(BearerTokens::new(vec![token.into()])),
         max_body_bytes: 1024,
         known_labels: Vec::new(),
         gateway_stale_after: Duration::from_secs(30),
         metrics: Arc::new(PublisherMetrics::new()),
-    });
+    })
+}
+
+#[tokio::test]
+async fn the_router_serves_exactly_the_documented_operations() {
+    // Only the readiness probe and /metrics touch the database, and
+    // answer "unavailable".
+    let state = state("probe-token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -249,18 +279,7 @@ async fn the_router_serves_exactly_the_documented_operations() {
 
 #[tokio::test]
 async fn the_document_is_served_without_a_token() {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-        .unwrap();
-    let state = Arc::new(ApiState {
-        store: Arc::new(EmptyStore),
-        pool,
-        tokens: vec!["t".into()],
-        max_body_bytes: 1024,
-        known_labels: Vec::new(),
-        gateway_stale_after: Duration::from_secs(30),
-        metrics: Arc::new(PublisherMetrics::new()),
-    });
+    let state = state("t-token-1");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -278,7 +297,7 @@ async fn the_document_is_served_without_a_token() {
         .map(str::to_owned)
         .expect("a traceparent header");
     assert!(
-        artisync_shared::telemetry::TraceParent::parse(&traceparent).is_some(),
+        artisync_telemetry::TraceParent::parse(&traceparent).is_some(),
         "{traceparent}"
     );
     let served: serde_json::Value = response.json().await.unwrap();

@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use artisync_publisher::app::{self, Running};
 use artisync_publisher::config::RawConfig;
-use artisync_shared::db::testing::TestDatabase;
+use artisync_test_support::components::{self, Started};
+use artisync_test_support::postgres::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "publisher-test-token";
 const PROD: &str = "Production and Sandbox";
@@ -27,7 +26,7 @@ fn amqp_url() -> String {
 struct Harness {
     _db: TestDatabase,
     pool: PgPool,
-    running: Option<Running>,
+    running: Option<Started>,
     exchange: String,
     base: String,
     http: reqwest::Client,
@@ -48,7 +47,7 @@ impl Harness {
         raw.database.max_connections = Some(5);
         raw.amqp.url = amqp_url();
         raw.amqp.exchange = exchange.clone();
-        let running = app::start(raw.validate().expect("config"), CancellationToken::new())
+        let running = components::publisher(raw.validate().expect("config"))
             .await
             .expect("publisher starts");
         let base = format!("http://{}", running.addr);
@@ -239,9 +238,12 @@ fn assert_database_error(status: StatusCode, body: &Value) {
     );
 }
 
+// A transient failure (serialization failure, SQLSTATE 40001), as a busy
+// database would raise it: the answer says "retry later" (503), and
+// nothing of the change is kept.
 const FAIL_FUNCTION: &str = "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        RAISE EXCEPTION 'injected failure on %', TG_TABLE_NAME;
+        RAISE EXCEPTION 'injected failure on %', TG_TABLE_NAME USING ERRCODE = '40001';
     END;
     $$";
 

@@ -6,14 +6,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use artisync_publisher::app::{self, Running};
+use artisync_domain::Sha256Digest;
 use artisync_publisher::config::{RawConfig, Settings};
-use artisync_shared::Sha256Digest;
-use artisync_shared::db::testing::TestDatabase;
+use artisync_test_support::components::{self, Started};
+use artisync_test_support::postgres::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "publisher-test-token";
 const PROD: &str = "Production and Sandbox";
@@ -46,7 +45,7 @@ struct Harness {
     /// Dropped (with the database) last.
     _db: TestDatabase,
     pool: PgPool,
-    running: Option<Running>,
+    running: Option<Started>,
     exchange: String,
     base: String,
     http: reqwest::Client,
@@ -66,7 +65,7 @@ impl Harness {
         let mut raw = raw_config(&db, &exchange);
         adjust(&mut raw);
         let settings: Settings = raw.validate().expect("valid config");
-        let running = app::start(settings, CancellationToken::new())
+        let running = components::publisher(settings)
             .await
             .expect("publisher starts");
         let base = format!("http://{}", running.addr);

@@ -1,48 +1,32 @@
-//! Builds and runs the traffic manager from validated settings.
+//! Builds and runs the traffic manager from validated settings and the
+//! backends the composition root chose.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use artisync_shared::db::MIGRATOR;
-use artisync_shared::telemetry::{self, TRACEPARENT, TraceParent};
+use artisync_http::{ApiError, RequestObserver};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use backon::{ExponentialBuilder, Retryable};
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+
+pub use artisync_ports::TrafficManagerBackends;
 
 use crate::auth::{self, TokenRegistry};
 use crate::config::Settings;
-use crate::db;
-use crate::deployments::{DeploymentReader, PgDeploymentReader};
-use crate::error::ApiError;
 use crate::internal_api as h;
 use crate::metrics::TrafficManagerMetrics;
 use crate::object_store::{self, ObjectStoreState};
+use crate::state::AppState;
 use crate::status_intake::StatusIntake;
-
-pub struct AppState {
-    pub reader: Arc<dyn DeploymentReader>,
-    pub status: StatusIntake,
-    pub pool: PgPool,
-    pub metrics: Arc<TrafficManagerMetrics>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot connect to the database: {0}")]
-    Database(#[from] db::DbError),
-    #[error("cannot migrate the database schema: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -88,86 +72,43 @@ pub fn router(
         .merge(object_store::api_router(object_store.clone()))
         .route_layer(middleware::from_fn_with_state(tokens, auth::authenticate));
     let metrics = state.metrics.clone();
+    let observer = RequestObserver {
+        metrics: metrics.http.clone(),
+        start_traces: false,
+    };
     Router::new()
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(h::ready).with_state(state))
-        .route("/metrics", get(render_metrics).with_state(metrics.clone()))
+        .route("/metrics", get(render_metrics).with_state(metrics))
         .merge(object_store::ready_router(object_store))
         .merge(authenticated)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(middleware::from_fn(artisync_shared::http::json_errors))
-        .layer(middleware::from_fn_with_state(metrics, observe_request))
+        .layer(middleware::from_fn(artisync_http::json_errors))
+        .layer(middleware::from_fn_with_state(
+            observer,
+            artisync_http::observe_requests,
+        ))
 }
 
 async fn render_metrics(State(metrics): State<Arc<TrafficManagerMetrics>>) -> Response {
     (
-        [(header::CONTENT_TYPE, artisync_shared::metrics::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            artisync_telemetry::metrics::CONTENT_TYPE,
+        )],
         metrics.render(),
     )
         .into_response()
 }
 
-/// Counts every request by its endpoint (the matched route template, so
-/// ids do not explode the label set), and runs it in a span that continues
-/// the caller's trace when it sent a `traceparent` (gateway fetches carry
-/// the trace of the change that caused them).
-async fn observe_request(
-    State(metrics): State<Arc<TrafficManagerMetrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().clone();
-    let incoming = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
-    let span = tracing::info_span!(
-        "request",
-        method = %method,
-        route = %route,
-        trace_id = tracing::field::Empty,
-    );
-    if let Some(parent) = &incoming {
-        let ours = telemetry::continue_trace(&span, Some(parent));
-        span.record("trace_id", tracing::field::display(&ours.trace_id));
-        if let Ok(value) = HeaderValue::from_str(&ours.to_string()) {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
-    }
-    let response = next.run(request).instrument(span).await;
-    let status = response.status();
-    metrics
-        .http_requests
-        .with(&[method.as_str(), &route, status.as_str()])
-        .inc();
-    metrics
-        .http_latency
-        .with(&[method.as_str(), &route])
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
 /// Starts the data API, the persistence store and its purge job.
-pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let connect = || db::connect(&settings.database);
-    let pool = connect
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(2))
-                .with_max_times(15),
-        )
-        .when(|e| matches!(e, db::DbError::Connect(_)))
-        .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "database not reachable yet"))
-        .await?;
-    MIGRATOR.run(&pool).await?;
+pub async fn start(
+    settings: Settings,
+    backends: TrafficManagerBackends,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let object_store = ObjectStoreState::new(backends.object_store, settings.object_store.clone())
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -178,27 +119,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         addr: settings.listen,
         source,
     })?;
-
-    let mut background = Vec::new();
-    if let Some(path) = settings.database.credentials_file.clone() {
-        background.push(db::watch_credentials_file(
-            pool.clone(),
-            path,
-            shutdown.clone(),
-        ));
-    }
-    background.push(object_store::spawn_purge_job(
-        pool.clone(),
+    let purge = object_store::spawn_purge_job(
+        object_store.store().clone(),
         &settings.object_store,
         shutdown.clone(),
-    ));
-    let object_store = ObjectStoreState::new(pool.clone(), settings.object_store.clone())
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let reader: Arc<dyn DeploymentReader> = Arc::new(PgDeploymentReader::new(pool.clone()));
+    );
     let state = Arc::new(AppState {
-        status: StatusIntake::spawn(reader.clone()),
-        reader,
-        pool: pool.clone(),
+        status: StatusIntake::spawn(backends.desired.clone()),
+        desired: backends.desired,
+        health: backends.health,
         metrics: Arc::new(TrafficManagerMetrics::new()),
     });
     let app = router(
@@ -209,16 +138,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     );
     let server_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(server_shutdown.cancelled_owned())
-            .await
-        {
+        if let Err(e) = artisync_http::serve(listener, app, server_shutdown).await {
             tracing::error!(error = %e, "traffic manager server failed");
         }
-        for task in background {
-            let _ = task.await;
-        }
-        pool.close().await;
+        let _ = purge.await;
     });
     tracing::info!(%addr, "traffic manager listening");
     Ok(Running {
@@ -226,15 +149,4 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         shutdown,
         task,
     })
-}
-
-/// The whole life of the binary (see
-/// [`artisync_shared::signals::run_until_signalled`]).
-pub async fn run_until_signalled(config: Option<&std::path::Path>) -> std::process::ExitCode {
-    artisync_shared::signals::run_until_signalled(
-        "traffic-manager",
-        crate::config::load(config),
-        |settings, shutdown| async move { start(settings, shutdown).await.map(|r| r.task) },
-    )
-    .await
 }

@@ -3,15 +3,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use artisync_shared::GatewayLabel;
-use artisync_shared::http::constant_time_eq;
+use artisync_domain::GatewayLabel;
+use artisync_http::constant_time_eq;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
 use crate::object_store::ClientIdentity;
+use artisync_http::ApiError;
 
 #[derive(Debug, Clone)]
 pub enum LabelScope {
@@ -77,7 +77,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = match artisync_shared::http::presented_token(request.headers()) {
+    let presented = match artisync_http::presented_token(request.headers()) {
         Ok(token) => token,
         Err(e) => return e.into_response(),
     };

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use artisync_shared::GatewayLabel;
-use artisync_shared::config::{self, ConfigError};
+use artisync_config::{self as config, ConfigError};
+use artisync_domain::GatewayLabel;
 use serde::Deserialize;
+
+use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
 
 use crate::auth::{LabelScope, TokenRegistry, TokenScope};
 use crate::db::DatabaseConfig;
@@ -66,8 +68,23 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tokens: Arc<TokenRegistry>,
     pub max_status_body_bytes: usize,
+    pub database_source: DatabaseSource,
     pub database: DatabaseConfig,
     pub object_store: ObjectStoreConfig,
+}
+
+impl Settings {
+    /// How to open `database_source`.
+    pub fn storage_options(&self) -> StorageOptions {
+        StorageOptions {
+            max_connections: self.database.max_backend_connection_pool,
+            acquire_timeout: std::time::Duration::from_millis(self.database.acquire_timeout_ms),
+            max_lifetime: std::time::Duration::from_secs(
+                self.database.max_connection_lifetime_seconds,
+            ),
+            ..StorageOptions::default()
+        }
+    }
 }
 
 pub const ENV_ALIASES: &[(&str, &str)] = &[("DATABASE_URL", "database.url")];
@@ -131,6 +148,16 @@ impl RawConfig {
         self.database
             .validate()
             .map_err(|e| ConfigError::invalid("database", e.to_string()))?;
+        let database_source = match (&self.database.url, &self.database.credentials_file) {
+            (Some(url), _) => DatabaseSource::Url(StorageUrl::parse("database.url", url)?),
+            (None, Some(path)) => DatabaseSource::CredentialsFile(path.clone()),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "database.url",
+                    "or database.credentials_file must be set",
+                ));
+            }
+        };
         self.object_store
             .validate()
             .map_err(|e| ConfigError::invalid(format!("object_store.{}", e.key), e.reason))?;
@@ -138,6 +165,7 @@ impl RawConfig {
             listen,
             tokens: Arc::new(TokenRegistry::new(scopes)),
             max_status_body_bytes: tm.max_status_body_bytes,
+            database_source,
             database: self.database,
             object_store: self.object_store,
         })

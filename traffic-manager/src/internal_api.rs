@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use artisync_shared::http::{API_ID_HEADER, REVISION_HEADER, SEQUENCE_HEADER};
-use artisync_shared::runtime::{GatewayStatusReport, RetrieveArtifactsRequest};
-use artisync_shared::{ApiId, GatewayLabel, Sha256Digest};
+use artisync_domain::runtime::{GatewayStatusReport, RetrieveArtifactsRequest};
+use artisync_domain::{ApiId, GatewayLabel, Sha256Digest};
+use artisync_http::{API_ID_HEADER, REVISION_HEADER, SEQUENCE_HEADER};
 use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -15,11 +15,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::app::AppState;
 use crate::auth::TokenScope;
-use crate::deployments::ReadError;
-use crate::error::ApiError;
+use crate::state::AppState;
 use crate::status_intake::IntakeError;
+use artisync_http::ApiError;
 
 /// Labels from repeated `gatewayLabel=` query parameters.
 fn labels_from_query(query: Option<&str>) -> Result<Vec<GatewayLabel>, ApiError> {
@@ -58,10 +57,10 @@ pub async fn runtime_metadata(
     let labels = labels_from_query(query.as_deref())?;
     scope.check(&labels)?;
     let metadata = state
-        .reader
+        .desired
         .runtime_metadata(&labels)
         .await
-        .map_err(read_error)?;
+        .map_err(ApiError::from)?;
     let body = serde_json::to_vec(&metadata)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // The digest of the answer: a node that already has this state gets 304.
@@ -101,14 +100,14 @@ pub async fn runtime_artifact(
 ) -> Result<Response, ApiError> {
     let api_id: ApiId = api_id
         .parse()
-        .map_err(|e: artisync_shared::IdError| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: artisync_domain::IdError| ApiError::bad_request(e.to_string()))?;
     let labels = labels_from_query(query.as_deref())?;
     scope.check(&labels)?;
     let artifact = state
-        .reader
+        .desired
         .runtime_artifact(api_id, &labels)
         .await
-        .map_err(read_error)?;
+        .map_err(ApiError::from)?;
     let Some(artifact) = artifact else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -179,7 +178,7 @@ pub async fn retrieve_artifacts(
     // A small buffer: the database cursor advances only as fast as the
     // client reads, so memory stays bounded for any number of artifacts.
     let (tx, rx) = mpsc::channel(16);
-    let reader = state.reader.clone();
+    let reader = state.desired.clone();
     tokio::spawn(async move {
         reader
             .stream_artifacts(&request.gateway_labels, request.api_ids.as_deref(), tx)
@@ -219,16 +218,10 @@ pub async fn gateway_status(
     scope.check(&report.labels)?;
     let (node_id, apis, full) = (report.node_id.clone(), report.apis.len(), report.full);
     state.status.record(report).await.map_err(|e| match e {
-        IntakeError::Write(e) => match e.as_ref() {
-            ReadError::Database(db) => {
-                tracing::error!(%node_id, error = %db, "recording a status report failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the artifact database is unavailable; retry later",
-                )
-            }
-            ReadError::Corrupt(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
-        },
+        IntakeError::Write(e) => {
+            tracing::error!(%node_id, error = %e, "recording a status report failed");
+            ApiError::from(e.as_ref().clone())
+        }
         IntakeError::Stopped => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the traffic manager is shutting down; retry later",
@@ -239,25 +232,16 @@ pub async fn gateway_status(
 }
 
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match sqlx::query("SELECT 1 FROM apis LIMIT 1")
-        .execute(&state.pool)
-        .await
-    {
-        Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {e}"),
-        )
-        .into_response(),
-    }
-}
-
-fn read_error(e: crate::deployments::ReadError) -> ApiError {
-    match e {
-        crate::deployments::ReadError::Database(e) => crate::error::unavailable(e),
-        crate::deployments::ReadError::Corrupt(m) => {
-            tracing::error!(error = %m, "stored data is invalid");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    match state.health.check().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable",
+            )
+            .with_retry_after(1)
+            .into_response()
         }
     }
 }

@@ -1,9 +1,16 @@
 #![forbid(unsafe_code)]
+//! The traffic manager binary and its composition root: the backends come
+//! from `[database]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use artisync_backends::Storage;
+use artisync_traffic_manager::app;
+use artisync_traffic_manager::config::{self, Settings};
 use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The artisync traffic manager: internal data API and persistence store.
 #[derive(Parser)]
@@ -14,9 +21,26 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+    let (storage, watch) = Storage::open_source(
+        &settings.database_source,
+        &settings.storage_options(),
+        shutdown.clone(),
+    )
+    .await?;
+    let backends = storage.for_traffic_manager()?;
+    let running = app::start(settings, backends, shutdown).await?;
+    Ok(storage.close_after(running.task, watch))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    artisync_shared::telemetry::init("info");
+    artisync_telemetry::init("info");
     let cli = Cli::parse();
-    artisync_traffic_manager::app::run_until_signalled(cli.config.as_deref()).await
+    artisync_telemetry::signals::run_until_signalled(
+        "traffic-manager",
+        config::load(cli.config.as_deref()),
+        start,
+    )
+    .await
 }

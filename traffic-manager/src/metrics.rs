@@ -2,14 +2,15 @@
 //! requests by endpoint (the matched route template) and status, and the
 //! artifact bytes served to gateways.
 
-use artisync_shared::metrics::{Counter, Exposition, Family, Histogram};
+use std::sync::Arc;
+
+use artisync_http::HttpMetrics;
+use artisync_telemetry::metrics::{Counter, Exposition};
 
 #[derive(Debug)]
 pub struct TrafficManagerMetrics {
-    /// Requests by method, matched route template and status.
-    pub http_requests: Family<Counter>,
-    /// Latency by method and matched route template.
-    pub http_latency: Family<Histogram>,
+    /// Requests and latency by method, route template and status.
+    pub http: Arc<HttpMetrics>,
     /// Artifact XML bytes sent by `runtime-artifacts/{apiId}`.
     pub artifact_bytes_single: Counter,
     /// Bytes streamed by `retrieve-runtime-artifacts` (NDJSON lines).
@@ -28,8 +29,7 @@ impl Default for TrafficManagerMetrics {
 impl TrafficManagerMetrics {
     pub fn new() -> Self {
         TrafficManagerMetrics {
-            http_requests: Family::counters(&["method", "route", "status"]),
-            http_latency: Family::latencies(&["method", "route"]),
+            http: Arc::new(HttpMetrics::default()),
             artifact_bytes_single: Counter::default(),
             artifact_bytes_bulk: Counter::default(),
             artifacts_single: Counter::default(),
@@ -42,12 +42,12 @@ impl TrafficManagerMetrics {
         e.counter_family(
             "artisync_traffic_manager_http_requests_total",
             "Requests by method, endpoint (route template) and status.",
-            &self.http_requests,
+            &self.http.requests,
         );
         e.histogram_family(
             "artisync_traffic_manager_http_request_duration_seconds",
             "Latency until the response head, by method and endpoint.",
-            &self.http_latency,
+            &self.http.latency,
         );
         e.header_only(
             "artisync_traffic_manager_artifact_bytes_served_total",

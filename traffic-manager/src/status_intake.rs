@@ -8,21 +8,21 @@
 
 use std::sync::Arc;
 
-use artisync_shared::runtime::GatewayStatusReport;
+use artisync_domain::runtime::GatewayStatusReport;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::deployments::{DeploymentReader, ReadError};
+use artisync_ports::{DesiredState, StoreError};
 
 /// The most reports written in one transaction.
 const MAX_BATCH: usize = 64;
 
-type Reply = oneshot::Sender<Result<(), Arc<ReadError>>>;
+type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
 /// Why a report was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error(transparent)]
-    Write(Arc<ReadError>),
+    Write(Arc<StoreError>),
     #[error("the status writer has stopped")]
     Stopped,
 }
@@ -35,7 +35,7 @@ pub struct StatusIntake {
 
 impl StatusIntake {
     /// Starts the writer; it stops when every handle is dropped.
-    pub fn spawn(reader: Arc<dyn DeploymentReader>) -> Self {
+    pub fn spawn(reader: Arc<dyn DesiredState>) -> Self {
         let (queue, pending) = mpsc::channel(1024);
         tokio::spawn(write_batches(reader, pending));
         StatusIntake { queue }
@@ -56,7 +56,7 @@ impl StatusIntake {
 }
 
 async fn write_batches(
-    reader: Arc<dyn DeploymentReader>,
+    reader: Arc<dyn DesiredState>,
     mut pending: mpsc::Receiver<(GatewayStatusReport, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -97,8 +97,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use artisync_shared::runtime::{RuntimeArtifact, RuntimeMetadata};
-    use artisync_shared::{ApiId, GatewayLabel, NodeId};
+    use artisync_domain::runtime::{RuntimeArtifact, RuntimeMetadata};
+    use artisync_domain::{ApiId, GatewayLabel, NodeId};
     use async_trait::async_trait;
     use chrono::Utc;
 
@@ -113,32 +113,35 @@ mod tests {
     }
 
     #[async_trait]
-    impl DeploymentReader for RecordingReader {
-        async fn runtime_metadata(&self, _: &[GatewayLabel]) -> Result<RuntimeMetadata, ReadError> {
-            Err(ReadError::Corrupt("unused".into()))
+    impl DesiredState for RecordingReader {
+        async fn runtime_metadata(
+            &self,
+            _: &[GatewayLabel],
+        ) -> Result<RuntimeMetadata, StoreError> {
+            Err(StoreError::broken("test", "unused"))
         }
         async fn runtime_artifact(
             &self,
             _: ApiId,
             _: &[GatewayLabel],
-        ) -> Result<Option<RuntimeArtifact>, ReadError> {
-            Err(ReadError::Corrupt("unused".into()))
+        ) -> Result<Option<RuntimeArtifact>, StoreError> {
+            Err(StoreError::broken("test", "unused"))
         }
         async fn stream_artifacts(
             &self,
             _: &[GatewayLabel],
             _: Option<&[ApiId]>,
-            _: mpsc::Sender<Result<RuntimeArtifact, ReadError>>,
+            _: mpsc::Sender<Result<RuntimeArtifact, StoreError>>,
         ) {
         }
-        async fn record_statuses(&self, reports: &[GatewayStatusReport]) -> Result<(), ReadError> {
+        async fn record_statuses(&self, reports: &[GatewayStatusReport]) -> Result<(), StoreError> {
             self.started.fetch_add(1, Ordering::SeqCst);
             drop(self.gate.acquire().await);
             let ids: Vec<String> = reports.iter().map(|r| r.node_id.to_string()).collect();
             let bad = ids.iter().any(|id| id == "bad");
             self.batches.lock().unwrap().push(ids);
             if bad {
-                Err(ReadError::Corrupt("bad report".into()))
+                Err(StoreError::Unprocessable("bad report".into()))
             } else {
                 Ok(())
             }

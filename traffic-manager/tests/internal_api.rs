@@ -6,16 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use artisync_publisher::store::{ArtifactStore, ChangeContext, NewArtifact, PgArtifactStore};
-use artisync_shared::db::testing::TestDatabase;
-use artisync_shared::{ApiId, GatewayLabel, Revision, Sha256Digest};
-use artisync_traffic_manager::app::{self, Running};
+use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
+use artisync_ports::ArtifactStore;
+use artisync_ports::artifacts::{ChangeContext, NewArtifact};
+use artisync_postgres::PgBackend;
+use artisync_test_support::components::{self, Started};
+use artisync_test_support::postgres::TestDatabase;
 use artisync_traffic_manager::config::{RawConfig, RawToken};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 const PROD: &str = "Production and Sandbox";
 const LABEL1: &str = "Label1";
@@ -34,8 +35,8 @@ fn amqp_url() -> String {
 struct Harness {
     db: TestDatabase,
     pool: PgPool,
-    store: PgArtifactStore,
-    running: Option<Running>,
+    store: PgBackend,
+    running: Option<Started>,
     base: String,
     http: reqwest::Client,
 }
@@ -65,13 +66,13 @@ impl Harness {
         raw.database.url = Some(db.url.clone());
         raw.database.max_backend_connection_pool = 5;
         let settings = raw.validate().expect("valid config");
-        let running = app::start(settings, CancellationToken::new())
+        let running = components::traffic_manager(settings)
             .await
             .expect("traffic manager starts");
         let base = format!("http://{}", running.addr);
         let pool = db.pool().await.expect("pool");
         Harness {
-            store: PgArtifactStore::new(pool.clone()),
+            store: PgBackend::from_pool(pool.clone()),
             db,
             pool,
             running: Some(running),
@@ -185,7 +186,7 @@ fn mock_api(name: &str, context: &str, tag: &str) -> String {
 }
 
 fn artifact(xml: &str) -> NewArtifact {
-    let parsed = artisync_shared::synapse::parse_artifact(xml.as_bytes()).expect("valid artifact");
+    let parsed = artisync_synapse::parse_artifact(xml.as_bytes()).expect("valid artifact");
     NewArtifact {
         name: parsed.api.name.clone(),
         version: parsed.api.version.clone().unwrap_or_default(),
@@ -734,12 +735,9 @@ async fn gateway_status_reports_show_in_the_publisher() {
     raw.database.max_connections = Some(3);
     raw.amqp.url = amqp_url();
     raw.amqp.exchange = exchange.clone();
-    let publisher = artisync_publisher::app::start(
-        raw.validate().expect("publisher config"),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("publisher starts");
+    let publisher = components::publisher(raw.validate().expect("publisher config"))
+        .await
+        .expect("publisher starts");
     let publisher_get = |path: String| {
         let rb = h
             .http

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use artisync_shared::db::testing::TestDatabase;
-use artisync_shared::http::bearer_token;
-use artisync_traffic_manager::db::{self, DatabaseConfig};
+use artisync_http::bearer_token;
+use artisync_postgres::PgBackend;
+use artisync_test_support::postgres::TestDatabase;
 use artisync_traffic_manager::object_store::{
     self, ClientIdentity, ObjectStoreConfig, ObjectStoreState,
 };
@@ -44,7 +44,8 @@ async fn identity_from_bearer(mut request: Request, next: Next) -> Response {
 
 /// Serves the persistence store on an ephemeral port; returns its base URL.
 async fn serve(pool: PgPool, config: ObjectStoreConfig) -> String {
-    let state = ObjectStoreState::new(pool, config).expect("valid config");
+    let state =
+        ObjectStoreState::new(Arc::new(PgBackend::from_pool(pool)), config).expect("valid config");
     let app = object_store::router(state).layer(axum::middleware::from_fn(identity_from_bearer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1069,7 +1070,9 @@ async fn expired_items_are_invisible_before_the_purge_which_removes_them() {
 
     // The purge removes exactly the expired rows (k1, k4, k5; the DELETE
     // above removed k2), in batches smaller than the backlog.
-    let deleted = object_store::purge_expired(&pool, 2).await.expect("purge");
+    let deleted = object_store::purge_expired(&PgBackend::from_pool(pool.clone()), 2)
+        .await
+        .expect("purge");
     assert_eq!(deleted, 3);
     let mut left: Vec<String> = sqlx::query_scalar("SELECT key FROM items ORDER BY key")
         .fetch_all(&pool)
@@ -1105,7 +1108,11 @@ async fn the_purge_job_runs_on_its_interval() {
         ..ObjectStoreConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let job = object_store::spawn_purge_job(pool.clone(), &config, shutdown.clone());
+    let job = object_store::spawn_purge_job(
+        Arc::new(PgBackend::from_pool(pool.clone())),
+        &config,
+        shutdown.clone(),
+    );
     wait_until(
         Duration::from_secs(10),
         "the purge job empties the table",
@@ -1203,7 +1210,7 @@ impl Drop for RolesGuard {
             };
             rt.block_on(async move {
                 use sqlx::Connection as _;
-                let url = artisync_shared::db::testing::server_url();
+                let url = artisync_test_support::postgres::server_url();
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&url).await {
                     for role in roles {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -1282,16 +1289,19 @@ async fn credentials_file_rotation_applies_without_restart() {
     )
     .expect("write credentials");
 
-    let config = DatabaseConfig {
-        credentials_file: Some(file.clone()),
-        max_backend_connection_pool: 4,
-        ..DatabaseConfig::default()
-    };
-    config.validate().expect("valid");
-    let pool = db::connect(&config).await.expect("connect with file");
+    let pool = PgBackend::connect_pool(
+        artisync_postgres::read_credentials_file(&file).expect("credentials file"),
+        &artisync_postgres::PoolSettings {
+            max_connections: 4,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect with file");
     assert_eq!(current_user(&pool).await, old_role);
     let shutdown = CancellationToken::new();
-    let watcher = db::watch_credentials_file(pool.clone(), file.clone(), shutdown.clone());
+    let watcher =
+        artisync_postgres::watch_credentials_file(pool.clone(), file.clone(), shutdown.clone());
 
     let client = Client::new(&serve(pool.clone(), ObjectStoreConfig::default()).await);
     assert_eq!(client.put_store("st", json!({})).await, StatusCode::OK);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use artisync_e2e::amqp_url;
-use artisync_shared::db::testing::TestDatabase;
+use artisync_test_support::postgres::TestDatabase;
 use base64::Engine as _;
 use futures_util::StreamExt;
 use lapin::options::{

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use artisync_shared::db::testing::TestDatabase;
-use artisync_shared::http::bearer_token;
-use artisync_traffic_manager::db::{self, DatabaseConfig};
+use artisync_backends::Storage;
+use artisync_config::storage::{StorageOptions, StorageUrl};
+use artisync_http::bearer_token;
+use artisync_test_support::postgres::TestDatabase;
 use artisync_traffic_manager::object_store::{
     self, ClientIdentity, ObjectStoreConfig, ObjectStoreState,
 };
@@ -200,13 +201,19 @@ async fn main() -> anyhow::Result<()> {
     let database = TestDatabase::create()
         .await
         .context("cannot create the throwaway database")?;
-    let config = DatabaseConfig {
-        url: Some(database.url.clone()),
-        max_backend_connection_pool: options.pool,
-        ..DatabaseConfig::default()
-    };
-    let pool = db::connect(&config).await?;
-    let state = ObjectStoreState::new(pool.clone(), ObjectStoreConfig::default())?;
+    let storage = Storage::open(
+        &StorageUrl::Postgres(database.url.clone()),
+        &StorageOptions {
+            max_connections: options.pool,
+            ..StorageOptions::default()
+        },
+    )
+    .await?;
+    let store = storage
+        .object_store
+        .clone()
+        .context("PostgreSQL holds the persistence store")?;
+    let state = ObjectStoreState::new(store, ObjectStoreConfig::default())?;
     let app = object_store::router(state).layer(axum::middleware::from_fn(identity_from_bearer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -269,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     server.abort();
-    pool.close().await;
+    storage.close().await;
     drop(database);
     Ok(())
 }

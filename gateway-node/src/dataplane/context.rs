@@ -8,8 +8,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::Body;
+use super::headers::strip_hop_by_hop;
 use super::matcher::{UriVars, query_param};
-use super::proxy::strip_hop_by_hop;
 use super::routing::CompiledApi;
 
 /// Which part of a resource is running.

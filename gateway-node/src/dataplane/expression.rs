@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use artisync_shared::synapse::{
+use artisync_synapse::{
     Condition, Expression, FilterCondition, JsonPathStep, MediaType, ValueSource,
 };
 

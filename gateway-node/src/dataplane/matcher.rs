@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use artisync_shared::synapse::{
+use artisync_synapse::{
     HttpMethod, Resource, ResourceMatcher, TemplateSegment, UriTemplate, UrlMapping,
 };
 

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use artisync_shared::synapse::{
+use artisync_synapse::{
     Endpoint, EndpointRef, FaultSequence, HeaderMediator, LogLevel, LogMediator, Mediator,
     PayloadFactory, PropertyAction, PropertyMediator, PropertyScope, Resource,
 };
@@ -24,7 +24,7 @@ use super::expression::{
     filter_matches, filter_reads_body, render_payload, source_reads_body, source_text, source_value,
 };
 use super::proxy::{ERROR_CODE_SEND_FAILED, ProxyError, build_request, endpoint_url, send};
-use crate::metrics::{ApiTraffic, UpstreamError};
+use super::traffic::{ApiTraffic, UpstreamError};
 
 /// How deeply filters and sequence references may nest; also what stops a
 /// sequence that (directly or not) refers to itself.

@@ -13,11 +13,13 @@ mod config;
 mod context;
 mod error_body;
 mod expression;
+mod headers;
 mod matcher;
 mod mediation;
 mod proxy;
 mod routing;
 mod server;
+mod traffic;
 
 #[cfg(test)]
 mod tests;
@@ -25,3 +27,4 @@ mod tests;
 pub use config::DataPlaneConfig;
 pub use routing::{CompiledApi, RoutingTable, SharedRoutingTable};
 pub use server::{DataPlane, serve, serve_per_core};
+pub use traffic::{ApiTraffic, TrafficRegistry, UpstreamError, render_traffic};

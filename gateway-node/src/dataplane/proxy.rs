@@ -7,12 +7,9 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use artisync_shared::synapse::{Endpoint, EndpointKind};
+use artisync_synapse::{Endpoint, EndpointKind};
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderName, HeaderValue, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -24,6 +21,7 @@ use thiserror::Error;
 use super::body::{Body, BodyError};
 use super::config::DataPlaneConfig;
 use super::context::{MessageContext, Postfix};
+use super::headers::strip_hop_by_hop;
 use super::matcher::query_param;
 
 /// The pooled client shared by every request.
@@ -32,7 +30,6 @@ pub type HttpClient = Client<HttpConnector, Body>;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Synapse's error codes, as fault sequences see them in `ERROR_CODE`.
 pub const ERROR_CODE_CONNECT_FAILED: u32 = 101_503;
@@ -79,42 +76,6 @@ pub fn build_client(config: &DataPlaneConfig) -> HttpClient {
         // We set `Host` ourselves, from the endpoint URL.
         .set_host(false)
         .build(connector)
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the
-/// `Connection` header names, so they never cross the gateway.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too. Collect them first:
-    // the map cannot be changed while its values are borrowed. Rare enough
-    // that the small allocation does not matter.
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(CONNECTION);
-    }
-    for name in [&KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
-        headers.remove(name);
-    }
-    // `Proxy-Authorization`, `Proxy-Connection`, ...: checked by name, since
-    // the family is open-ended.
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
-    }
 }
 
 /// The URL a message goes to (DESIGN.md §3): `{uri.var.x}` and

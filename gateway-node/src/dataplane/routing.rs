@@ -11,14 +11,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use artisync_shared::synapse::{
-    Artifact, Condition, Expression, FaultSequence, FilterCondition, Mediator,
-};
-use artisync_shared::{ApiId, Revision, Sha256Digest};
+use artisync_domain::{ApiId, Revision, Sha256Digest};
+use artisync_synapse::{Artifact, Condition, Expression, FaultSequence, FilterCondition, Mediator};
 use regex::Regex;
 
 use super::matcher::methods_mask;
-use crate::metrics::ApiTraffic;
+use super::traffic::ApiTraffic;
 
 /// The routing table shared between the deployer (which swaps it) and the
 /// data plane (which loads it once per request).
@@ -44,12 +42,14 @@ pub struct CompiledApi {
 
 impl CompiledApi {
     /// Precomputes matchers for a validated artifact. Infallible: anything
-    /// that could fail was refused by the validator.
+    /// that could fail was refused by the validator. `traffic` are the
+    /// API's cells in its node's [`super::TrafficRegistry`].
     pub fn new(
         api_id: ApiId,
         revision: Revision,
         sha256: Sha256Digest,
         artifact: Artifact,
+        traffic: Arc<ApiTraffic>,
     ) -> CompiledApi {
         let method_masks = artifact
             .api
@@ -80,7 +80,7 @@ impl CompiledApi {
             artifact: Arc::new(artifact),
             method_masks,
             full_match,
-            traffic: ApiTraffic::for_api(api_id),
+            traffic,
         }
     }
 

@@ -25,7 +25,7 @@ use super::matcher::{ResourceMatch, allow_header, match_resource, model_method};
 use super::mediation::mediate;
 use super::proxy::{HttpClient, build_client};
 use super::routing::{CompiledApi, SharedRoutingTable};
-use crate::metrics::UNROUTED_REQUESTS;
+use artisync_telemetry::metrics::Counter;
 
 /// Request ids: unique per process, cheap (no formatting or randomness on
 /// the hot path).
@@ -35,6 +35,8 @@ static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 /// forwards with.
 pub struct DataPlane {
     table: SharedRoutingTable,
+    /// Requests no deployed API matched (answered 404).
+    unrouted: Arc<Counter>,
     pub(crate) client: HttpClient,
     pub(crate) endpoint_timeout: Duration,
     config: DataPlaneConfig,
@@ -50,8 +52,9 @@ impl std::fmt::Debug for DataPlane {
 }
 
 impl DataPlane {
-    pub fn new(table: SharedRoutingTable, config: DataPlaneConfig) -> Self {
+    pub fn new(table: SharedRoutingTable, config: DataPlaneConfig, unrouted: Arc<Counter>) -> Self {
         DataPlane {
+            unrouted,
             client: build_client(&config),
             endpoint_timeout: config.endpoint_timeout(),
             table,
@@ -86,7 +89,7 @@ impl DataPlane {
                 .map(|(api, start)| (Arc::clone(api), start))
         };
         let Some((api, start)) = routed else {
-            UNROUTED_REQUESTS.inc();
+            self.unrouted.inc();
             let path = request.uri().path();
             tracing::debug!(request_id, path, "no API deployed at this path");
             return error_response(
@@ -213,13 +216,18 @@ pub async fn serve_per_core(
     listener: TcpListener,
     table: SharedRoutingTable,
     config: DataPlaneConfig,
+    unrouted: Arc<Counter>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut workers = Vec::new();
     let mut done = Vec::new();
     for index in 0..config.worker_count() {
         let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-        let data_plane = Arc::new(DataPlane::new(Arc::clone(&table), config.clone()));
+        let data_plane = Arc::new(DataPlane::new(
+            Arc::clone(&table),
+            config.clone(),
+            unrouted.clone(),
+        ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("data-plane-{index}"))

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use artisync_shared::synapse::{
+use artisync_domain::{ApiId, Revision, Sha256Digest};
+use artisync_synapse::{
     Api, Artifact, Condition, Endpoint, EndpointKind, Expression, FilterCondition, HttpMethod,
     JsonPathStep, MediaType, Resource, ResourceMatcher, TemplateSegment, UriTemplate, UrlMapping,
 };
-use artisync_shared::{ApiId, Revision, Sha256Digest};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use regex::Regex;
@@ -17,11 +17,12 @@ use regex::Regex;
 use super::body::Body;
 use super::context::{MessageContext, Postfix};
 use super::expression::{Value, evaluate_text, filter_matches, push_json_escaped, render_payload};
+use super::headers::strip_hop_by_hop;
 use super::matcher::{
     ResourceMatch, UriVars, allow_header, match_mapping, match_resource, match_template,
     methods_mask, percent_decode, query_param,
 };
-use super::proxy::{append_postfix, endpoint_url, strip_hop_by_hop};
+use super::proxy::{append_postfix, endpoint_url};
 use super::routing::{CompiledApi, RoutingTable};
 
 fn template(raw: &str) -> UriTemplate {
@@ -88,6 +89,7 @@ fn compiled(name: &str, context: &str) -> Arc<CompiledApi> {
         Revision::FIRST,
         Sha256Digest::of(name.as_bytes()),
         artifact(name, context, Vec::new()),
+        Default::default(),
     ))
 }
 
@@ -332,6 +334,7 @@ fn tables_replace_by_id_and_by_context() {
         Revision::FIRST.next(),
         Sha256Digest::of(b"moved"),
         artifact("first", "/store", Vec::new()),
+        Default::default(),
     ));
     let table = table.with_api(moved);
     assert_eq!(table.len(), 1);

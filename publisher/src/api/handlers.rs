@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
-use artisync_shared::synapse::parse_artifact;
-use artisync_shared::{ApiId, GatewayLabel, Revision, Sha256Digest};
+use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
+use artisync_synapse::parse_artifact;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -13,10 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState};
 use crate::metrics::Change;
-use crate::store::{
-    ApiDetail, ApiSummary, ChangeContext, DeployOutcome, GatewaySummary, NewArtifact,
-    NodeApiStatus, UpdateOutcome,
-};
+use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
+use artisync_ports::artifacts::{ChangeContext, NewArtifact, UpdateOutcome};
 
 /// The JSON error body: `{"code", "message"}`.
 #[derive(ToSchema)]
@@ -318,7 +316,7 @@ pub async fn get_artifact(
             (header::CONTENT_TYPE, "application/xml".to_owned()),
             (header::ETAG, format!("\"{}\"", artifact.sha256)),
             (
-                header::HeaderName::from_static(artisync_shared::http::REVISION_HEADER),
+                header::HeaderName::from_static(artisync_http::REVISION_HEADER),
                 artifact.revision.to_string(),
             ),
         ],
@@ -502,9 +500,12 @@ pub async fn live() -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let text = state.metrics.render(&state.pool).await;
+    let text = state.metrics.render(state.outbox.as_ref()).await;
     (
-        [(header::CONTENT_TYPE, artisync_shared::metrics::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            artisync_telemetry::metrics::CONTENT_TYPE,
+        )],
         text,
     )
         .into_response()
@@ -528,13 +529,17 @@ pub async fn openapi_json() -> Response {
         (status = 503, description = "The database is unavailable", body = ErrorDoc),
     ))]
 pub async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {e}"),
-        )
-        .into_response(),
+    match state.health.check().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable",
+            )
+            .with_retry_after(1)
+            .into_response()
+        }
     }
 }
 

@@ -1,36 +1,32 @@
 //! The publisher REST API (DESIGN.md §4).
 
-mod error;
 mod handlers;
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use artisync_shared::GatewayLabel;
-use artisync_shared::http::constant_time_eq;
-use artisync_shared::telemetry::{self, TRACEPARENT, TraceParent};
+use artisync_domain::GatewayLabel;
+use artisync_http::{BearerAuth, BearerTokens, RequestObserver};
+use artisync_ports::{ArtifactStore, Health, Outbox};
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use sqlx::PgPool;
-use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use axum::http::StatusCode;
+use axum::middleware;
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::ApiError;
+pub use artisync_http::ApiError;
 
 use crate::metrics::PublisherMetrics;
-use crate::store::ArtifactStore;
 
 /// What the handlers share.
 pub struct ApiState {
     pub store: Arc<dyn ArtifactStore>,
-    pub pool: PgPool,
-    pub tokens: Vec<String>,
+    /// For the backlog in `/metrics`.
+    pub outbox: Arc<dyn Outbox>,
+    /// For `/health/ready`.
+    pub health: Arc<dyn Health>,
+    pub tokens: Arc<BearerTokens>,
     pub max_body_bytes: usize,
     pub known_labels: Vec<GatewayLabel>,
     /// A node without a heartbeat for this long is reported stale.
@@ -56,19 +52,6 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     )
 )]
 struct PublisherDoc;
-
-/// The `bearer` security scheme the authenticated routes name.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// Every route, documented where it is declared: `routes!` takes method
 /// and path from each handler's `#[utoipa::path]`, so router and document
@@ -106,83 +89,21 @@ pub(crate) static OPENAPI_JSON: LazyLock<String> =
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let (public, authenticated) = documented_routes();
-    let authenticated =
-        authenticated.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let authenticated = authenticated.route_layer(middleware::from_fn_with_state(
+        state.tokens.clone(),
+        artisync_http::require_bearer,
+    ));
+    let observer = RequestObserver {
+        metrics: state.metrics.http.clone(),
+        start_traces: true,
+    };
     let (router, _) = public.merge(authenticated).split_for_parts();
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(middleware::from_fn(artisync_shared::http::json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), trace_request))
+        .layer(middleware::from_fn(artisync_http::json_errors))
+        .layer(middleware::from_fn_with_state(
+            observer,
+            artisync_http::observe_requests,
+        ))
         .with_state(state)
-}
-
-async fn authenticate(
-    State(state): State<Arc<ApiState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = match artisync_shared::http::presented_token(request.headers()) {
-        Ok(token) => token,
-        Err(e) => return e.into_response(),
-    };
-    if !state
-        .tokens
-        .iter()
-        .any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
-    {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response();
-    }
-    next.run(request).await
-}
-
-/// One span per request in the caller's trace (W3C `traceparent`), or in
-/// a new trace when the caller sent none (or an invalid one). The request
-/// continues with a `traceparent` naming this request's span, which the
-/// handlers store with the outbox events of a change; the answer carries it
-/// back. Also records the request metrics by route template.
-async fn trace_request(
-    State(state): State<Arc<ApiState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let incoming = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        method = %method,
-        path = %request.uri().path(),
-        trace_id = tracing::field::Empty,
-    );
-    let ours = telemetry::continue_trace(&span, incoming.as_ref());
-    span.record("trace_id", tracing::field::display(&ours.trace_id));
-    let header = HeaderValue::from_str(&ours.to_string()).ok();
-    if let Some(value) = &header {
-        request.headers_mut().insert(TRACEPARENT, value.clone());
-    }
-    let mut response = next.run(request).instrument(span.clone()).await;
-    if let Some(value) = header {
-        response.headers_mut().insert(TRACEPARENT, value);
-    }
-    let status = response.status();
-    span.in_scope(|| tracing::debug!(status = status.as_u16(), "answered"));
-    let metrics = &state.metrics;
-    metrics
-        .http_requests
-        .with(&[method.as_str(), &route, status.as_str()])
-        .inc();
-    metrics
-        .http_latency
-        .with(&[method.as_str(), &route])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }

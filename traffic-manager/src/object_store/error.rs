@@ -1,7 +1,8 @@
 //! Errors of the persistence store API, answered as artisync's JSON error
 //! body `{"code": <status>, "message": "..."}`.
 
-use artisync_shared::http::ErrorBody;
+use artisync_http::ErrorBody;
+use artisync_ports::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +27,8 @@ pub enum ApiError {
     Rejected { status: StatusCode, message: String },
     #[error("rate limit exceeded: retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error("storage error: {0}")]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
 }
@@ -43,41 +44,19 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected { status, .. } => *status,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => artisync_http::store_status(e),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
-    }
-}
-
-/// Errors that say "the database is not reachable right now" rather than
-/// "this request is wrong": clients should retry them. Besides pool and
-/// socket errors: SQLSTATE class 08 (connection exception), class 57
-/// (operator intervention: the backend was terminated, e.g. while old
-/// credentials were revoked, or the server is shutting down) and 53300
-/// (too many connections).
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c == "53300"),
-        _ => false,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Store(e) = self {
+            return artisync_http::ApiError::from(e).into_response();
+        }
         let status = self.status();
         let message = match &self {
-            // Database details (SQL, constraint names) stay in the log.
-            ApiError::Database(e) => {
-                tracing::error!(error = %e, "persistence store database error");
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "the database is unavailable, retry later".to_owned()
-                } else {
-                    "internal database error".to_owned()
-                }
-            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "persistence store internal error");
                 "internal error".to_owned()

@@ -14,8 +14,8 @@ use super::error::ApiError;
 use super::model::{
     self, ItemResponse, KeyEntry, Page, PageParams, PageRequest, validate_key, validate_name,
 };
-use super::repo::{self, Found, Precondition, StoreRef, WriteOutcome};
 use super::{ClientIdentity, ObjectStoreState};
+use artisync_ports::object_store::{Found, Precondition, StoreRef, WriteOutcome};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -154,11 +154,8 @@ fn key_not_found(key: &str) -> ApiError {
 /// `GET /api/v1/status/ready`: 200 once the database answers and the
 /// schema is in place, 503 otherwise.
 pub(super) async fn ready(State(state): State<ObjectStoreState>) -> Response {
-    let check = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        repo::check_ready(&state.pool),
-    )
-    .await;
+    let check =
+        tokio::time::timeout(std::time::Duration::from_secs(5), state.store.check_ready()).await;
     match check {
         Ok(Ok(())) => {
             (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
@@ -216,14 +213,10 @@ pub(super) async fn list_stores(
     let p = path(p)?;
     p.validate()?;
     let page = page_request(params)?;
-    let rows = repo::list_stores(
-        &state.pool,
-        &p.org_id,
-        &p.env_id,
-        page.after.as_deref(),
-        page.size,
-    )
-    .await?;
+    let rows = state
+        .store
+        .list_stores(&p.org_id, &p.env_id, page.after.as_deref(), page.size)
+        .await?;
     Ok(Json(into_page(rows, page.size, |s| &s.store_id)).into_response())
 }
 
@@ -233,7 +226,7 @@ pub(super) async fn get_store(
 ) -> Result<Response, ApiError> {
     let p = path(p)?;
     let s = p.validate()?;
-    match repo::get_store(&state.pool, s).await? {
+    match state.store.get_store(s).await? {
         Some(store) => Ok(Json(store).into_response()),
         None => Err(store_not_found(s)),
     }
@@ -249,7 +242,7 @@ pub(super) async fn put_store(
     let p = path(p)?;
     let s = p.validate()?;
     let store = model::parse_store(&body(b)?, s.store_id)?;
-    repo::put_store(&state.pool, s.org_id, s.env_id, &store).await?;
+    state.store.put_store(s.org_id, s.env_id, &store).await?;
     Ok(Json(store).into_response())
 }
 
@@ -259,7 +252,7 @@ pub(super) async fn delete_store(
 ) -> Result<Response, ApiError> {
     let p = path(p)?;
     let s = p.validate()?;
-    if repo::delete_store(&state.pool, s).await? {
+    if state.store.delete_store(s).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(store_not_found(s))
@@ -276,11 +269,14 @@ pub(super) async fn list_partitions(
     let p = path(p)?;
     let s = p.validate()?;
     let page = page_request(params)?;
-    let store_pk = repo::store_pk(&state.pool, s)
+    let rows = match state
+        .store
+        .list_partitions(s, page.after.as_deref(), page.size)
         .await?
-        .ok_or_else(|| store_not_found(s))?;
-    let rows =
-        repo::list_partitions(&state.pool, store_pk, page.after.as_deref(), page.size).await?;
+    {
+        Found::Present(rows) => rows,
+        Found::NoStore | Found::Absent => return Err(store_not_found(s)),
+    };
     Ok(Json(into_page(rows, page.size, |p| p.as_str())).into_response())
 }
 
@@ -290,7 +286,7 @@ pub(super) async fn delete_partition(
 ) -> Result<Response, ApiError> {
     let p = path(p)?;
     let s = p.validate()?;
-    match repo::delete_partition(&state.pool, s, &p.partition_id).await? {
+    match state.store.delete_partition(s, &p.partition_id).await? {
         Found::NoStore => Err(store_not_found(s)),
         Found::Absent => Err(ApiError::NotFound(format!(
             "partition {:?} not found",
@@ -308,17 +304,14 @@ pub(super) async fn list_keys(
     let p = path(p)?;
     let s = p.validate()?;
     let page = page_request(params)?;
-    let store_pk = repo::store_pk(&state.pool, s)
+    let keys = match state
+        .store
+        .list_keys(s, &p.partition_id, page.after.as_deref(), page.size)
         .await?
-        .ok_or_else(|| store_not_found(s))?;
-    let keys = repo::list_keys(
-        &state.pool,
-        store_pk,
-        &p.partition_id,
-        page.after.as_deref(),
-        page.size,
-    )
-    .await?;
+    {
+        Found::Present(keys) => keys,
+        Found::NoStore | Found::Absent => return Err(store_not_found(s)),
+    };
     let entries = keys.into_iter().map(|key_id| KeyEntry { key_id }).collect();
     Ok(Json(into_page(entries, page.size, |e: &KeyEntry| {
         e.key_id.as_str()
@@ -387,7 +380,7 @@ pub(super) async fn get_item(
     let p = path(p)?;
     let s = p.validate()?;
     let if_none_match = tag_list(&headers, &header::IF_NONE_MATCH)?;
-    match repo::get_item(&state.pool, s, &p.partition_id, &p.key_id).await? {
+    match state.store.get_item(s, &p.partition_id, &p.key_id).await? {
         Found::NoStore => Err(store_not_found(s)),
         Found::Absent => Err(key_not_found(&p.key_id)),
         Found::Present(item) => {
@@ -403,8 +396,13 @@ pub(super) async fn get_item(
                 )
                     .into_response());
             }
-            let response =
-                ItemResponse::from_stored(p.key_id.clone(), &item.value_type, item.value)?;
+            let response = ItemResponse::from_value(
+                p.key_id.clone(),
+                artisync_ports::object_store::ItemValue {
+                    value_type: item.value_type,
+                    bytes: item.value,
+                },
+            )?;
             item_response(StatusCode::OK, item.version, response)
         }
     }
@@ -432,7 +430,11 @@ pub(super) async fn put_item(
             ));
         }
         (None, Some(TagList::Any)) => {
-            match repo::insert_item(&state.pool, s, &p.partition_id, &p.key_id, &value).await? {
+            match state
+                .store
+                .insert_item(s, &p.partition_id, &p.key_id, &value)
+                .await?
+            {
                 WriteOutcome::NoStore => return Err(store_not_found(s)),
                 WriteOutcome::Rejected => {
                     return Err(ApiError::PreconditionFailed(format!(
@@ -453,7 +455,9 @@ pub(super) async fn put_item(
                 TagList::Any => None,
                 TagList::Versions(v) => Some(v.as_slice()),
             };
-            match repo::update_item_if(&state.pool, s, &p.partition_id, &p.key_id, &value, versions)
+            match state
+                .store
+                .update_item_if(s, &p.partition_id, &p.key_id, &value, versions)
                 .await?
             {
                 WriteOutcome::NoStore => return Err(store_not_found(s)),
@@ -467,7 +471,11 @@ pub(super) async fn put_item(
             }
         }
         (None, None) => {
-            match repo::upsert_item(&state.pool, s, &p.partition_id, &p.key_id, &value).await? {
+            match state
+                .store
+                .upsert_item(s, &p.partition_id, &p.key_id, &value)
+                .await?
+            {
                 None => return Err(store_not_found(s)),
                 Some(v) => (StatusCode::OK, v),
             }
@@ -486,7 +494,11 @@ pub(super) async fn post_item(
     let p = path(p)?;
     let s = p.validate()?;
     let value = model::parse_item(&body(b)?, &p.key_id, state.config.max_value_bytes)?;
-    match repo::insert_item(&state.pool, s, &p.partition_id, &p.key_id, &value).await? {
+    match state
+        .store
+        .insert_item(s, &p.partition_id, &p.key_id, &value)
+        .await?
+    {
         WriteOutcome::NoStore => Err(store_not_found(s)),
         WriteOutcome::Rejected => Err(ApiError::Conflict(format!(
             "key {:?} already exists",
@@ -514,7 +526,11 @@ pub(super) async fn delete_item(
         Some(TagList::Any) => Precondition::Exists,
         Some(TagList::Versions(v)) => Precondition::Versions(v),
     };
-    match repo::delete_item(&state.pool, s, &p.partition_id, &p.key_id, &precondition).await? {
+    match state
+        .store
+        .delete_item(s, &p.partition_id, &p.key_id, &precondition)
+        .await?
+    {
         WriteOutcome::NoStore => Err(store_not_found(s)),
         WriteOutcome::Rejected if precondition == Precondition::None => {
             Err(key_not_found(&p.key_id))

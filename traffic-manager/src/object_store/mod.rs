@@ -1,5 +1,5 @@
 //! The persistence store (DESIGN.md §8): an Object Store v2-compatible REST
-//! API on PostgreSQL, the equivalent of MuleSoft's Persistence Gateway.
+//! API on the storage backend (PostgreSQL or SQLite), the equivalent of MuleSoft's Persistence Gateway.
 //!
 //! Routes (all JSON; errors are `{"code", "message"}`):
 //!
@@ -33,23 +33,22 @@ mod error;
 mod handlers;
 mod model;
 mod rate_limit;
-mod repo;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use artisync_ports::{ObjectStore, StoreError};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use serde::Deserialize;
-use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use artisync_ports::object_store::ROLLING_REFRESH_FRACTION;
 pub use error::ApiError;
 pub use model::{DEFAULT_PAGE_SIZE, MAX_KEY_BYTES, MAX_PAGE_SIZE, MAX_TTL_SECONDS};
 pub use rate_limit::RateLimiter;
-pub use repo::ROLLING_REFRESH_FRACTION;
 
 /// The authenticated client of a request, inserted as a request extension
 /// by the authentication middleware in front of [`router`]. Requests to the
@@ -157,16 +156,19 @@ impl ObjectStoreConfig {
     }
 }
 
-/// What the handlers share: the pool, the configuration and the limiter.
+/// What the handlers share: the store, the configuration and the limiter.
 #[derive(Clone)]
 pub struct ObjectStoreState {
-    pool: PgPool,
+    store: Arc<dyn ObjectStore>,
     config: Arc<ObjectStoreConfig>,
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl ObjectStoreState {
-    pub fn new(pool: PgPool, config: ObjectStoreConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        config: ObjectStoreConfig,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let limiter = config.rate_limit_per_second.map(|rate| {
             Arc::new(RateLimiter::new(
@@ -175,14 +177,14 @@ impl ObjectStoreState {
             ))
         });
         Ok(ObjectStoreState {
-            pool,
+            store,
             config: Arc::new(config),
             limiter,
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 }
 
@@ -245,19 +247,19 @@ pub fn api_router(state: ObjectStoreState) -> Router {
 
 /// Deletes expired items until none is left, in batches of `batch_size`.
 /// Returns how many were deleted.
-pub async fn purge_expired(pool: &PgPool, batch_size: u32) -> Result<u64, sqlx::Error> {
-    purge_until(pool, batch_size, None).await
+pub async fn purge_expired(store: &dyn ObjectStore, batch_size: u32) -> Result<u64, StoreError> {
+    purge_until(store, batch_size, None).await
 }
 
 async fn purge_until(
-    pool: &PgPool,
+    store: &dyn ObjectStore,
     batch_size: u32,
     shutdown: Option<&CancellationToken>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, StoreError> {
     let batch = i64::from(batch_size.max(1));
     let mut total = 0;
     loop {
-        let deleted = repo::purge_expired_batch(pool, batch).await?;
+        let deleted = store.purge_expired_batch(batch).await?;
         total += deleted;
         // A short batch means the backlog is done (or the rest is being
         // purged by another replica, whose rows SKIP LOCKED passed over).
@@ -273,7 +275,7 @@ async fn purge_until(
 /// until `shutdown` is cancelled. Several traffic managers may run it at
 /// once against one database.
 pub fn spawn_purge_job(
-    pool: PgPool,
+    store: Arc<dyn ObjectStore>,
     config: &ObjectStoreConfig,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -289,7 +291,7 @@ pub fn spawn_purge_job(
             }
             let run = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                run = purge_until(&pool, batch_size, Some(&shutdown)) => run,
+                run = purge_until(store.as_ref(), batch_size, Some(&shutdown)) => run,
             };
             match run {
                 Ok(0) => tracing::debug!("persistence store purge: nothing expired"),

@@ -18,40 +18,7 @@ pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 pub const DEFAULT_PAGE_SIZE: i64 = 25;
 pub const MAX_PAGE_SIZE: i64 = 1000;
 
-/// An item's value type, stored in `items.value_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueType {
-    String,
-    Number,
-    Binary,
-}
-
-impl ValueType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ValueType::String => "STRING",
-            ValueType::Number => "NUMBER",
-            ValueType::Binary => "BINARY",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "STRING" => Some(ValueType::String),
-            "NUMBER" => Some(ValueType::Number),
-            "BINARY" => Some(ValueType::Binary),
-            _ => None,
-        }
-    }
-}
-
-/// A validated value as stored in `items.value`: UTF-8 text, the JSON
-/// number literal, or the decoded bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemValue {
-    pub value_type: ValueType,
-    pub bytes: Vec<u8>,
-}
+pub use artisync_ports::object_store::{ItemValue, Store, ValueType};
 
 /// Path segments are already percent-decoded by axum; these checks keep
 /// what PostgreSQL `text` cannot hold (NUL) and the schema's limits out.
@@ -210,13 +177,6 @@ pub struct ItemResponse {
 impl ItemResponse {
     /// Builds the response from a stored row. A row that is not what this
     /// code writes (edited by hand) is an internal error, not a panic.
-    pub fn from_stored(key: String, value_type: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
-        let value_type = ValueType::parse(value_type).ok_or_else(|| {
-            ApiError::Internal(format!("stored item has unknown value_type {value_type:?}"))
-        })?;
-        Self::from_value(key, ItemValue { value_type, bytes })
-    }
-
     pub fn from_value(key: String, value: ItemValue) -> Result<Self, ApiError> {
         let mut response = ItemResponse {
             key_id: key,
@@ -259,17 +219,6 @@ struct StoreBody {
     persistent: Option<bool>,
     #[serde(default)]
     encrypted: Option<bool>,
-}
-
-/// A store's settings, as stored and as answered.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Store {
-    pub store_id: String,
-    pub default_ttl_seconds: i32,
-    pub is_fixed_ttl: bool,
-    pub persistent: bool,
-    pub encrypted: bool,
 }
 
 /// Parses a store body; absent fields take Object Store v2's defaults

@@ -1,0 +1,196 @@
+#![forbid(unsafe_code)]
+//! The backends, opened from the URLs of a component's config. The
+//! binaries' composition roots call this crate and hand what it opens to
+//! the core; the core never names a backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
+use artisync_domain::topology::Topology;
+use artisync_ports::{
+    ArtifactSource, ArtifactStore, DesiredState, EventPublisher, EventSubscriber, GatewayBackends,
+    Health, ObjectStore, Outbox, PublisherBackends, TrafficManagerBackends,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Postgres(#[from] artisync_postgres::OpenError),
+    #[error(transparent)]
+    Credentials(#[from] artisync_postgres::CredentialsError),
+    #[error(transparent)]
+    Source(#[from] artisync_ports::source::SourceError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Every storage port of one database, and what keeps it open.
+#[derive(Clone)]
+pub struct Storage {
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub desired: Arc<dyn DesiredState>,
+    /// `None` where the backend does not hold the persistence store.
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    pub health: Arc<dyn Health>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Postgres(artisync_postgres::PgBackend),
+}
+
+impl Storage {
+    /// Opens (creating or migrating the schema) the storage `url` names.
+    pub async fn open(url: &StorageUrl, options: &StorageOptions) -> Result<Storage, OpenError> {
+        match url {
+            StorageUrl::Postgres(raw) => {
+                let connect = artisync_postgres::parse_url(raw, "the database URL")?;
+                Self::postgres(connect, options).await
+            }
+            other => Err(OpenError::Unsupported(format!(
+                "{} storage is not available in this build",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Opens what `source` names. A credentials file (PostgreSQL) is
+    /// followed until `shutdown`: rotated credentials apply to new
+    /// connections without a restart.
+    pub async fn open_source(
+        source: &DatabaseSource,
+        options: &StorageOptions,
+        shutdown: CancellationToken,
+    ) -> Result<(Storage, Option<JoinHandle<()>>), OpenError> {
+        match source {
+            DatabaseSource::Url(url) => Ok((Self::open(url, options).await?, None)),
+            DatabaseSource::CredentialsFile(path) => {
+                let connect = artisync_postgres::read_credentials_file(path)?;
+                let storage = Self::postgres(connect, options).await?;
+                let Kind::Postgres(pg) = &storage.kind;
+                let watch = artisync_postgres::watch_credentials_file(
+                    pg.pool().clone(),
+                    path.clone(),
+                    shutdown,
+                );
+                Ok((storage, Some(watch)))
+            }
+        }
+    }
+
+    async fn postgres(
+        connect: artisync_postgres::PgConnectOptions,
+        options: &StorageOptions,
+    ) -> Result<Storage, OpenError> {
+        let pool = artisync_postgres::PoolSettings {
+            max_connections: options.max_connections,
+            acquire_timeout: options.acquire_timeout,
+            max_lifetime: options.max_lifetime,
+        };
+        let pg = artisync_postgres::PgBackend::connect(connect, &pool)
+            .await?
+            .with_inline_artifact_limit(options.inline_artifact_max_bytes);
+        let shared = Arc::new(pg.clone());
+        Ok(Storage {
+            artifacts: shared.clone(),
+            outbox: shared.clone(),
+            desired: shared.clone(),
+            object_store: Some(shared.clone()),
+            health: shared,
+            kind: Kind::Postgres(pg),
+        })
+    }
+
+    /// The publisher's backends: this storage, and RabbitMQ at `amqp_url`.
+    pub fn for_publisher(&self, amqp_url: &str, topology: &Topology) -> PublisherBackends {
+        PublisherBackends {
+            store: self.artifacts.clone(),
+            outbox: self.outbox.clone(),
+            health: self.health.clone(),
+            bus: event_publisher(amqp_url, topology),
+        }
+    }
+
+    /// The traffic manager's backends: this storage, with its persistence
+    /// store.
+    pub fn for_traffic_manager(&self) -> Result<TrafficManagerBackends, OpenError> {
+        let object_store = self.object_store.clone().ok_or_else(|| {
+            OpenError::Unsupported(
+                "this database cannot hold the persistence store; use PostgreSQL or SQLite"
+                    .to_owned(),
+            )
+        })?;
+        Ok(TrafficManagerBackends {
+            desired: self.desired.clone(),
+            object_store,
+            health: self.health.clone(),
+        })
+    }
+
+    /// Closes the connections; call after the component stopped.
+    pub async fn close(&self) {
+        match &self.kind {
+            Kind::Postgres(pg) => pg.close().await,
+        }
+    }
+
+    /// A task that waits for `task` (a component's), then closes this
+    /// storage and joins `also`.
+    pub fn close_after(self, task: JoinHandle<()>, also: Option<JoinHandle<()>>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let _ = task.await;
+            if let Some(also) = also {
+                let _ = also.await;
+            }
+            self.close().await;
+        })
+    }
+}
+
+/// Creates the database `url` names if the server does not have it yet
+/// (SQLite creates its file on open); answers its name when it was created.
+pub async fn ensure_database(url: &StorageUrl) -> Result<Option<String>, OpenError> {
+    match url {
+        StorageUrl::Postgres(raw) => Ok(artisync_postgres::ensure_database(raw).await?),
+        _ => Ok(None),
+    }
+}
+
+/// The relay's bus: RabbitMQ at `amqp_url`.
+pub fn event_publisher(amqp_url: &str, topology: &Topology) -> Box<dyn EventPublisher> {
+    Box::new(artisync_rabbitmq::RabbitPublisher::new(
+        amqp_url.to_owned(),
+        topology.clone(),
+    ))
+}
+
+/// A gateway node's event source: RabbitMQ at `amqp_url`.
+pub fn event_subscriber(amqp_url: &str, topology: &Topology) -> Arc<dyn EventSubscriber> {
+    Arc::new(artisync_rabbitmq::RabbitSubscriber::new(
+        amqp_url.to_owned(),
+        topology.clone(),
+    ))
+}
+
+/// A gateway node in its own process: the traffic manager at `url` (with
+/// the node's token) as the artifact source, RabbitMQ at `amqp_url`.
+pub fn gateway(
+    traffic_manager_url: &str,
+    token: &str,
+    timeout: Duration,
+    amqp_url: &str,
+    topology: &Topology,
+) -> Result<GatewayBackends, OpenError> {
+    let source: Arc<dyn ArtifactSource> = Arc::new(
+        artisync_http_source::TrafficManagerClient::new(traffic_manager_url, token, timeout)?,
+    );
+    Ok(GatewayBackends {
+        source,
+        events: event_subscriber(amqp_url, topology),
+    })
+}

@@ -1,0 +1,62 @@
+//! `artisync run <component>`: one component in this process, composed as
+//! its own binary composes it (for a machine that has only `artisync`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use artisync_backends::Storage;
+use artisync_telemetry::signals::run_until_signalled;
+
+pub async fn publisher(config: Option<&Path>) -> ExitCode {
+    use artisync_publisher::{app, config};
+    run_until_signalled(
+        "publisher",
+        config::load(config),
+        |settings: config::Settings, shutdown| async move {
+            let storage = Storage::open(&settings.database, &settings.storage_options()).await?;
+            let backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+            let running = app::start(settings, backends, shutdown).await?;
+            anyhow::Ok(storage.close_after(running.task, None))
+        },
+    )
+    .await
+}
+
+pub async fn traffic_manager(config: Option<&Path>) -> ExitCode {
+    use artisync_traffic_manager::{app, config};
+    run_until_signalled(
+        "traffic-manager",
+        config::load(config),
+        |settings: config::Settings, shutdown| async move {
+            let (storage, watch) = Storage::open_source(
+                &settings.database_source,
+                &settings.storage_options(),
+                shutdown.clone(),
+            )
+            .await?;
+            let backends = storage.for_traffic_manager()?;
+            let running = app::start(settings, backends, shutdown).await?;
+            anyhow::Ok(storage.close_after(running.task, watch))
+        },
+    )
+    .await
+}
+
+pub async fn gateway(config: Option<&Path>) -> ExitCode {
+    use artisync_gateway::{config, start};
+    run_until_signalled(
+        "gateway-node",
+        config::load(config),
+        |settings: config::Settings, shutdown| async move {
+            let backends = artisync_backends::gateway(
+                &settings.traffic_manager_url,
+                &settings.traffic_manager_token,
+                settings.traffic_manager_timeout,
+                &settings.amqp_url,
+                &settings.topology,
+            )?;
+            anyhow::Ok(start::start(settings, backends, shutdown).await?.task)
+        },
+    )
+    .await
+}

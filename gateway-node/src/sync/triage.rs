@@ -1,0 +1,95 @@
+//! Event triage: is an event for this node, is it news, and may its
+//! inline artifact be deployed as it is?
+//!
+//! Events are hints. Whatever an event says, the node asks the artifact
+//! source what the API should run now, and moves there. The one shortcut:
+//! a deploy event that carries its (small) artifact, is fresh, and is newer
+//! than the last desired state the node loaded is deployed from the event,
+//! after checking its digest.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use artisync_domain::Revision;
+use artisync_domain::event::{DeploymentEvent, EventType};
+use artisync_ports::source::FetchedArtifact;
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::{Outcome, Synchronizer};
+
+/// An artifact inside an event older than this is not used: the event is
+/// being replayed from a backlog, where later changes may be queued behind
+/// it, so the source is asked instead.
+const INLINE_ARTIFACT_MAX_AGE: Duration = Duration::from_secs(2);
+
+impl Synchronizer {
+    /// Handles one deployment event; returns once its first deploy attempt
+    /// is done (later retries run on their own schedule).
+    pub async fn handle_event(
+        self: &Arc<Self>,
+        event: &DeploymentEvent,
+        traceparent: Option<String>,
+    ) {
+        let received = Instant::now();
+        let mine = event
+            .gateway_labels
+            .iter()
+            .any(|l| self.config.labels.contains(l));
+        if !mine {
+            tracing::warn!(api_id = %event.api_id, labels = ?event.gateway_labels, "event for labels this node does not serve; ignored");
+            return;
+        }
+        let hint = match event.event_type {
+            EventType::DeployApiInGateway => {
+                let applied = self
+                    .state
+                    .record(&event.api_id)
+                    .and_then(|r| r.applied_revision());
+                if applied.is_some_and(|a| a >= event.revision) {
+                    tracing::debug!(api_id = %event.api_id, revision = %event.revision, "event for an applied or older revision; ignored");
+                    return;
+                }
+                Some(event.revision)
+            }
+            // A removal from one label may leave the API deployed on another
+            // label of this node: the artifact source decides.
+            EventType::RemoveApiFromGateway => None,
+        };
+        let loaded = self.loaded_sequence.load(Ordering::SeqCst);
+        let inline = hint
+            .filter(|_| loaded >= 0 && event.sequence > loaded)
+            .and_then(|revision| inline_artifact(event, revision));
+        if !self.config.event_waiting_time.is_zero() {
+            tokio::time::sleep(self.config.event_waiting_time).await;
+        }
+        let outcome = self
+            .sync_api_with(event.api_id, hint, inline, traceparent)
+            .await;
+        if let Ok(Outcome::Deployed(_)) = outcome {
+            self.metrics
+                .observe_deploy(received.elapsed(), event.timestamp);
+        }
+    }
+}
+
+/// The artifact a fresh deploy event carries for `revision`, if any.
+fn inline_artifact(event: &DeploymentEvent, revision: Revision) -> Option<FetchedArtifact> {
+    let xml = event.artifact.as_ref()?;
+    let age = Utc::now().signed_duration_since(event.timestamp);
+    let fresh = match age.to_std() {
+        Ok(age) => age <= INLINE_ARTIFACT_MAX_AGE,
+        // A timestamp slightly ahead of this clock is fresh too.
+        Err(_) => true,
+    };
+    if !fresh {
+        tracing::debug!(api_id = %event.api_id, %revision, age_ms = age.num_milliseconds(), "event too old to deploy its artifact; fetching");
+        return None;
+    }
+    Some(FetchedArtifact {
+        revision,
+        sha256: event.sha256,
+        xml: Bytes::copy_from_slice(xml.as_bytes()),
+    })
+}

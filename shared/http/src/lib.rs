@@ -1,0 +1,20 @@
+#![forbid(unsafe_code)]
+//! HTTP plumbing shared by the publisher, the traffic manager and the
+//! gateway admin API.
+
+mod auth;
+mod error;
+mod observe;
+mod openapi;
+mod serve;
+
+pub use auth::{BearerTokens, bearer_token, constant_time_eq, presented_token, require_bearer};
+pub use error::{ApiError, ErrorBody, json_errors, store_status};
+pub use observe::{HttpMetrics, RequestObserver, observe_requests};
+pub use openapi::BearerAuth;
+pub use serve::serve;
+
+/// Response headers of `runtime-artifacts`.
+pub const REVISION_HEADER: &str = "x-artisync-revision";
+pub const API_ID_HEADER: &str = "x-artisync-api-id";
+pub const SEQUENCE_HEADER: &str = "x-artisync-sequence";

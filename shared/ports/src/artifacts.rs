@@ -1,0 +1,87 @@
+//! The publisher's artifact store: APIs as revisions, their deployments to
+//! labels, and what the gateway nodes report. Every write that changes what
+//! a gateway should run also writes its events into the outbox, in the same
+//! transaction: a change is committed with its events or not at all.
+
+use std::time::Duration;
+
+use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
+use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// A validated artifact ready to be stored as a revision.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub name: String,
+    pub version: String,
+    pub context: String,
+    pub xml: Vec<u8>,
+    pub sha256: Sha256Digest,
+}
+
+/// Request-scoped facts recorded with the events of a change.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeContext {
+    /// W3C trace context of the request that made the change.
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpdateOutcome {
+    NewRevision(ApiSummary),
+    /// The body had the latest revision's digest: nothing was written.
+    Unchanged(ApiSummary),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredArtifact {
+    pub revision: Revision,
+    pub sha256: Sha256Digest,
+    pub xml: Vec<u8>,
+}
+
+#[async_trait]
+pub trait ArtifactStore: Send + Sync + 'static {
+    /// Creates an API at revision 1 (409 when its name and version, or its
+    /// context, are taken).
+    async fn create_api(&self, new: NewArtifact) -> Result<ApiSummary, StoreError>;
+    /// A new revision, unless the body has the latest revision's digest.
+    async fn update_api(&self, id: ApiId, new: NewArtifact) -> Result<UpdateOutcome, StoreError>;
+    async fn list_apis(&self) -> Result<Vec<ApiSummary>, StoreError>;
+    async fn get_api(&self, id: ApiId) -> Result<ApiDetail, StoreError>;
+    /// The API with this name and version, if any.
+    async fn find_api(&self, name: &str, version: &str) -> Result<Option<ApiSummary>, StoreError>;
+    async fn get_artifact(
+        &self,
+        id: ApiId,
+        revision: Option<Revision>,
+    ) -> Result<StoredArtifact, StoreError>;
+    /// Deploys `revision` (the latest when `None`) to `labels`; one event
+    /// per label whose deployment changes.
+    async fn deploy(
+        &self,
+        id: ApiId,
+        labels: &[GatewayLabel],
+        revision: Option<Revision>,
+        ctx: &ChangeContext,
+    ) -> Result<DeployOutcome, StoreError>;
+    /// Undeploys from one label; answers the change number.
+    async fn undeploy(
+        &self,
+        id: ApiId,
+        label: &GatewayLabel,
+        ctx: &ChangeContext,
+    ) -> Result<i64, StoreError>;
+    /// Undeploys from every label, then deletes the API and its revisions.
+    async fn delete_api(&self, id: ApiId, ctx: &ChangeContext) -> Result<(), StoreError>;
+    /// Per gateway node, how it runs this API.
+    async fn api_status(
+        &self,
+        id: ApiId,
+        stale_after: Duration,
+    ) -> Result<Vec<NodeApiStatus>, StoreError>;
+    /// The gateway nodes, with how many APIs each runs in sync.
+    async fn gateways(&self, stale_after: Duration) -> Result<Vec<GatewaySummary>, StoreError>;
+}
