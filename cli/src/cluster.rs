@@ -30,6 +30,9 @@ pub struct GatewaySpec {
     pub traffic_manager_url: Option<String>,
     /// Overrides the broker URL (e.g. through a fault proxy).
     pub amqp_url: Option<String>,
+    /// The node's token for the traffic manager, scoped there to its
+    /// labels; drawn at random, independently of every other token.
+    pub traffic_manager_token: String,
 }
 
 impl GatewaySpec {
@@ -47,6 +50,7 @@ impl GatewaySpec {
             status_interval_ms: 10_000,
             traffic_manager_url: None,
             amqp_url: None,
+            traffic_manager_token: random_token(),
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct ClusterSpec {
     pub publisher_amqp_url: Option<String>,
     /// The publisher's `gateway_stale_after_ms`; its default when `None`.
     pub gateway_stale_after_ms: Option<u64>,
+    /// A traffic-manager token that may read every label (operators and
+    /// tests), drawn at random.
+    pub operator_token: String,
 }
 
 impl ClusterSpec {
@@ -95,6 +102,7 @@ impl ClusterSpec {
             log_level: "info".into(),
             publisher_amqp_url: None,
             gateway_stale_after_ms: None,
+            operator_token: random_token(),
         }
     }
 
@@ -108,15 +116,16 @@ impl ClusterSpec {
 
     /// The traffic manager token of a gateway (scoped to its labels).
     pub fn gateway_token(&self, id: &str) -> String {
-        format!(
-            "tm-{id}-{}",
-            &self.admin_token[..12.min(self.admin_token.len())]
-        )
+        self.gateways
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| g.traffic_manager_token.clone())
+            .unwrap_or_default()
     }
 
     /// A token of the traffic manager that may read every label.
     pub fn operator_token(&self) -> String {
-        format!("tm-operator-{}", self.admin_token)
+        self.operator_token.clone()
     }
 }
 
@@ -276,7 +285,7 @@ event_waiting_time = {wait}
 }
 
 /// What `--state-file` holds, for scripts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StateFile {
     pub publisher: Endpoint,
@@ -284,13 +293,13 @@ pub struct StateFile {
     pub gateways: Vec<GatewayState>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Endpoint {
     pub url: String,
     pub token: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayState {
     pub id: String,
@@ -299,6 +308,61 @@ pub struct GatewayState {
     pub admin_url: String,
     pub admin_token: String,
     pub pid: Option<u32>,
+}
+
+impl StateFile {
+    /// The cluster `spec` describes; `pid_of` names each gateway's process.
+    pub fn of(spec: &ClusterSpec, pid_of: impl Fn(&str) -> Option<u32>) -> StateFile {
+        StateFile {
+            publisher: Endpoint {
+                url: spec.publisher_url(),
+                token: spec.publisher_token.clone(),
+            },
+            traffic_manager: Endpoint {
+                url: spec.traffic_manager_url(),
+                token: spec.operator_token(),
+            },
+            gateways: spec
+                .gateways
+                .iter()
+                .map(|g| GatewayState {
+                    id: g.id.clone(),
+                    labels: g.labels.clone(),
+                    url: format!("http://127.0.0.1:{}", g.port),
+                    admin_url: format!("http://127.0.0.1:{}", g.admin_port),
+                    admin_token: spec.admin_token.clone(),
+                    pid: pid_of(&g.id),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes it atomically (a temporary file renamed over `path`),
+    /// readable by its owner only: it holds tokens.
+    pub fn write(&self, path: &Path) -> Result<(), ClusterError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| ClusterError::Io {
+            what: "serialising the state".into(),
+            source: std::io::Error::other(e),
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::File::options()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(format!("writing {}", tmp.display())))?;
+            file.write_all(&json)
+                .map_err(io(format!("writing {}", tmp.display())))?;
+        }
+        std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -504,39 +568,13 @@ impl Cluster {
     }
 
     pub fn state(&self) -> StateFile {
-        StateFile {
-            publisher: Endpoint {
-                url: self.spec.publisher_url(),
-                token: self.spec.publisher_token.clone(),
-            },
-            traffic_manager: Endpoint {
-                url: self.spec.traffic_manager_url(),
-                token: self.spec.operator_token(),
-            },
-            gateways: self
-                .spec
-                .gateways
-                .iter()
-                .map(|g| GatewayState {
-                    id: g.id.clone(),
-                    labels: g.labels.clone(),
-                    url: format!("http://127.0.0.1:{}", g.port),
-                    admin_url: format!("http://127.0.0.1:{}", g.admin_port),
-                    admin_token: self.spec.admin_token.clone(),
-                    pid: self.processes.get(&g.id).and_then(|p| p.pid()),
-                })
-                .collect(),
-        }
+        StateFile::of(&self.spec, |id| {
+            self.processes.get(id).and_then(|p| p.pid())
+        })
     }
 
     pub fn write_state_file(&self, path: &Path) -> Result<(), ClusterError> {
-        let json = serde_json::to_vec_pretty(&self.state()).map_err(|e| ClusterError::Io {
-            what: "serialising the state".into(),
-            source: std::io::Error::other(e),
-        })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+        self.state().write(path)
     }
 
     /// SIGTERM everything, gateways first, then wait for them.

@@ -5,5 +5,6 @@
 pub mod client;
 pub mod cluster;
 pub mod components;
+pub mod embedded;
 pub mod process;
 pub mod up;

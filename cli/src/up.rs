@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use artisync_config::storage::StorageUrl;
 
 use crate::client::{GatewayAdminClient, PublisherClient};
-use crate::cluster::{Cluster, ClusterSpec};
+use crate::cluster::{Cluster, ClusterSpec, StateFile};
+use crate::embedded::Embedded;
 
 /// The sample API `up` publishes.
 pub const SAMPLE_API: &str = include_str!("../../config/sample-api.xml");
@@ -15,24 +16,21 @@ pub const SAMPLE_LABEL: &str = "Production and Sandbox";
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// PostgreSQL for the artifact store; the database is created if missing.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/artisync"
-    )]
-    pub database_url: String,
-    /// RabbitMQ for deployment events.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// Where configs, logs and gateway caches go.
+    /// PostgreSQL (`postgres://…`) or MySQL/MariaDB (`mysql://…`) for the
+    /// artifact store, the database created if missing: runs the external
+    /// mode, each component in its own process. Without it (and without
+    /// `--amqp-url`), everything runs in this process on a SQLite file in
+    /// the work dir (the embedded default).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ for deployment events (external mode).
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// Where the database (embedded), configs, logs and gateway caches go.
     #[arg(long, default_value = ".artisync")]
     pub work_dir: PathBuf,
-    /// Once everything is ready, write a JSON description of the cluster here.
+    /// Once everything is ready, write a JSON description of the cluster
+    /// (URLs and tokens) here; default: `state.json` in the work dir.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
     /// Do not publish the sample API.
@@ -50,19 +48,38 @@ pub struct UpArgs {
     pub queue_prefix: String,
 }
 
-/// Creates the database named in `url` if it does not exist.
-pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let url = StorageUrl::parse("--database-url", url)?;
-    if let Some(name) = artisync_backends::ensure_database(&url).await? {
-        println!("created database {name}");
-    }
-    Ok(())
+/// The external mode's defaults, for whichever of the two URLs is missing.
+pub const LOCAL_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/artisync";
+pub const LOCAL_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// How `up` runs, decided from the arguments before anything starts.
+enum Mode {
+    Embedded,
+    External { database: StorageUrl, amqp: String },
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    ensure_database(&args.database_url).await?;
-    let work_dir = std::path::absolute(&args.work_dir).context("work dir")?;
-    let mut spec = ClusterSpec::local(args.database_url.clone(), args.amqp_url.clone(), work_dir);
+fn mode(args: &UpArgs) -> anyhow::Result<Mode> {
+    if args.database_url.is_none() && args.amqp_url.is_none() {
+        return Ok(Mode::Embedded);
+    }
+    let raw = args.database_url.as_deref().unwrap_or(LOCAL_DATABASE_URL);
+    let database = StorageUrl::parse("--database-url", raw)?;
+    if let StorageUrl::Sqlite(_) = database {
+        bail!(
+            "--database-url: the external mode needs a database server (postgres:// or mysql://); leave both URLs out to run everything on SQLite"
+        );
+    }
+    let amqp = args
+        .amqp_url
+        .clone()
+        .unwrap_or_else(|| LOCAL_AMQP_URL.to_owned());
+    artisync_config::url_with_scheme("--amqp-url", &amqp, &["amqp", "amqps"])?;
+    Ok(Mode::External { database, amqp })
+}
+
+fn spec_of(args: &UpArgs, database_url: String, amqp_url: String) -> anyhow::Result<ClusterSpec> {
+    let work_dir = std::path::absolute(&args.work_dir).context("--work-dir")?;
+    let mut spec = ClusterSpec::local(database_url, amqp_url, work_dir);
     spec.exchange = args.exchange.clone();
     spec.queue_prefix = args.queue_prefix.clone();
     if args.port_offset > 0 {
@@ -81,12 +98,58 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             gw.admin_port = shift(gw.admin_port)?;
         }
     }
+    Ok(spec)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    match mode(&args)? {
+        Mode::Embedded => run_embedded(&args).await,
+        Mode::External { database, amqp } => run_external(&args, database, amqp).await,
+    }
+}
+
+async fn run_embedded(args: &UpArgs) -> anyhow::Result<()> {
+    let spec = spec_of(args, String::new(), LOCAL_AMQP_URL.to_owned())?;
+    println!(
+        "starting publisher, traffic manager and 3 gateway nodes in this process (data in {}) ...",
+        crate::embedded::database_path(&spec.work_dir).display()
+    );
+    let embedded = Embedded::start(spec).await?;
+    let spec = embedded.spec.clone();
+    let pid = std::process::id();
+    let result = serve(&spec, args, |_| Some(pid)).await;
+    if let Err(e) = &result {
+        eprintln!("artisync up: {e:#}");
+    }
+    println!("\nstopping ...");
+    embedded.stop().await;
+    println!("stopped");
+    result
+}
+
+async fn run_external(args: &UpArgs, database: StorageUrl, amqp: String) -> anyhow::Result<()> {
+    if let Some(name) = artisync_backends::ensure_database(&database).await? {
+        println!("created database {name}");
+    }
+    let raw = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| LOCAL_DATABASE_URL.to_owned());
+    let spec = spec_of(args, raw, amqp)?;
     println!(
         "starting publisher, traffic manager and 3 gateway nodes (logs in {}/logs) ...",
         spec.work_dir.display()
     );
     let mut cluster = Cluster::start(spec).await?;
-    let result = serve(&mut cluster, &args).await;
+    let spec = cluster.spec.clone();
+    let pids = cluster.state();
+    let result = serve(&spec, args, |id| {
+        pids.gateways
+            .iter()
+            .find(|g| g.id == id)
+            .and_then(|g| g.pid)
+    })
+    .await;
     if let Err(e) = &result {
         eprintln!("artisync up: {e:#}");
     }
@@ -96,8 +159,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(cluster: &mut Cluster, args: &UpArgs) -> anyhow::Result<()> {
-    let spec = cluster.spec.clone();
+async fn serve(
+    spec: &ClusterSpec,
+    args: &UpArgs,
+    pid_of: impl Fn(&str) -> Option<u32>,
+) -> anyhow::Result<()> {
     let publisher = PublisherClient::new(&spec.publisher_url(), &spec.publisher_token);
     let mut sample_id = None;
     if !args.no_sample {
@@ -120,10 +186,12 @@ async fn serve(cluster: &mut Cluster, args: &UpArgs) -> anyhow::Result<()> {
         }
         sample_id = Some(id.0);
     }
-    if let Some(path) = &args.state_file {
-        cluster.write_state_file(path)?;
-    }
-    print_walkthrough(&spec, sample_id.as_deref());
+    let state_file = args
+        .state_file
+        .clone()
+        .unwrap_or_else(|| spec.work_dir.join("state.json"));
+    StateFile::of(spec, pid_of).write(&state_file)?;
+    print_walkthrough(spec, sample_id.as_deref());
     artisync_telemetry::signals::wait_for_termination().await;
     Ok(())
 }

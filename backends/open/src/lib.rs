@@ -22,6 +22,8 @@ pub enum OpenError {
     #[error(transparent)]
     Credentials(#[from] artisync_postgres::CredentialsError),
     #[error(transparent)]
+    Sqlite(#[from] artisync_sqlite::OpenError),
+    #[error(transparent)]
     Source(#[from] artisync_ports::source::SourceError),
     #[error("{0}")]
     Unsupported(String),
@@ -42,6 +44,7 @@ pub struct Storage {
 #[derive(Clone)]
 enum Kind {
     Postgres(artisync_postgres::PgBackend),
+    Sqlite(artisync_sqlite::SqliteBackend),
 }
 
 impl Storage {
@@ -52,10 +55,28 @@ impl Storage {
                 let connect = artisync_postgres::parse_url(raw, "the database URL")?;
                 Self::postgres(connect, options).await
             }
+            StorageUrl::Sqlite(path) => {
+                let sqlite = artisync_sqlite::SqliteBackend::open(path)
+                    .await?
+                    .with_inline_artifact_limit(options.inline_artifact_max_bytes);
+                Ok(Self::sqlite(sqlite))
+            }
             other => Err(OpenError::Unsupported(format!(
                 "{} storage is not available in this build",
                 other.kind()
             ))),
+        }
+    }
+
+    fn sqlite(sqlite: artisync_sqlite::SqliteBackend) -> Storage {
+        let shared = Arc::new(sqlite.clone());
+        Storage {
+            artifacts: shared.clone(),
+            outbox: shared.clone(),
+            desired: shared.clone(),
+            object_store: Some(shared.clone()),
+            health: shared,
+            kind: Kind::Sqlite(sqlite),
         }
     }
 
@@ -71,14 +92,13 @@ impl Storage {
             DatabaseSource::Url(url) => Ok((Self::open(url, options).await?, None)),
             DatabaseSource::CredentialsFile(path) => {
                 let connect = artisync_postgres::read_credentials_file(path)?;
-                let storage = Self::postgres(connect, options).await?;
-                let Kind::Postgres(pg) = &storage.kind;
+                let pg = Self::connect_postgres(connect, options).await?;
                 let watch = artisync_postgres::watch_credentials_file(
                     pg.pool().clone(),
                     path.clone(),
                     shutdown,
                 );
-                Ok((storage, Some(watch)))
+                Ok((Self::postgres_storage(pg), Some(watch)))
             }
         }
     }
@@ -87,23 +107,35 @@ impl Storage {
         connect: artisync_postgres::PgConnectOptions,
         options: &StorageOptions,
     ) -> Result<Storage, OpenError> {
+        Ok(Self::postgres_storage(
+            Self::connect_postgres(connect, options).await?,
+        ))
+    }
+
+    async fn connect_postgres(
+        connect: artisync_postgres::PgConnectOptions,
+        options: &StorageOptions,
+    ) -> Result<artisync_postgres::PgBackend, OpenError> {
         let pool = artisync_postgres::PoolSettings {
             max_connections: options.max_connections,
             acquire_timeout: options.acquire_timeout,
             max_lifetime: options.max_lifetime,
         };
-        let pg = artisync_postgres::PgBackend::connect(connect, &pool)
+        Ok(artisync_postgres::PgBackend::connect(connect, &pool)
             .await?
-            .with_inline_artifact_limit(options.inline_artifact_max_bytes);
+            .with_inline_artifact_limit(options.inline_artifact_max_bytes))
+    }
+
+    fn postgres_storage(pg: artisync_postgres::PgBackend) -> Storage {
         let shared = Arc::new(pg.clone());
-        Ok(Storage {
+        Storage {
             artifacts: shared.clone(),
             outbox: shared.clone(),
             desired: shared.clone(),
             object_store: Some(shared.clone()),
             health: shared,
             kind: Kind::Postgres(pg),
-        })
+        }
     }
 
     /// The publisher's backends: this storage, and RabbitMQ at `amqp_url`.
@@ -136,6 +168,7 @@ impl Storage {
     pub async fn close(&self) {
         match &self.kind {
             Kind::Postgres(pg) => pg.close().await,
+            Kind::Sqlite(sqlite) => sqlite.close().await,
         }
     }
 
