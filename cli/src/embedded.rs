@@ -56,6 +56,10 @@ impl Embedded {
         check_work_dir(&spec.work_dir)?;
         let path = database_path(&spec.work_dir);
         spec.database_url = format!("sqlite://{}", path.display());
+        if spec.amqp_url.is_empty() {
+            // The configs name a broker, which nothing here connects to.
+            spec.amqp_url = crate::up::LOCAL_AMQP_URL.to_owned();
+        }
         let cluster = Cluster::prepare(spec.clone())?;
         let config = |name: &str| spec.work_dir.join("config").join(format!("{name}.toml"));
 
@@ -98,28 +102,58 @@ impl Embedded {
             CancellationToken::new(),
         )
         .await?;
-        let mut gateways = Vec::new();
-        for (id, settings) in gateway_settings {
-            let backends = GatewayBackends {
-                source: Arc::new(InProcessSource::new(storage.desired.clone())),
-                events: Arc::new(bus.clone()),
-            };
-            let running =
-                artisync_gateway::start::start(settings, backends, CancellationToken::new())
-                    .await
-                    .with_context(|| format!("starting {id}"))?;
-            gateways.push((id, running));
-        }
-        let embedded = Embedded {
+        let mut embedded = Embedded {
             spec,
             storage,
             bus,
             publisher,
             traffic_manager,
-            gateways,
+            gateways: Vec::new(),
         };
+        for (id, settings) in gateway_settings {
+            embedded.start_node(id, settings).await?;
+        }
         embedded.wait_ready(Duration::from_secs(60)).await?;
         Ok(embedded)
+    }
+
+    async fn start_node(
+        &mut self,
+        id: String,
+        settings: artisync_gateway::config::Settings,
+    ) -> anyhow::Result<()> {
+        let backends = GatewayBackends {
+            source: Arc::new(InProcessSource::new(self.storage.desired.clone())),
+            events: Arc::new(self.bus.clone()),
+        };
+        let running = artisync_gateway::start::start(settings, backends, CancellationToken::new())
+            .await
+            .with_context(|| format!("starting {id}"))?;
+        self.gateways.push((id, running));
+        Ok(())
+    }
+
+    /// Stops one gateway node (its queue on the bus keeps what comes meanwhile).
+    pub async fn stop_gateway(&mut self, id: &str) -> anyhow::Result<()> {
+        let Some(i) = self.gateways.iter().position(|(g, _)| g == id) else {
+            bail!("no running gateway {id}");
+        };
+        let (_, gw) = self.gateways.remove(i);
+        gw.shutdown.cancel();
+        let _ = gw.task.await;
+        Ok(())
+    }
+
+    /// Starts a stopped gateway node again, from its config file, and waits
+    /// until it is ready.
+    pub async fn start_gateway(&mut self, id: &str) -> anyhow::Result<()> {
+        if self.gateways.iter().any(|(g, _)| g == id) {
+            bail!("{id} is running");
+        }
+        let path = self.spec.work_dir.join("config").join(format!("{id}.toml"));
+        let settings = artisync_gateway::config::load(Some(&path))?;
+        self.start_node(id.to_owned(), settings).await?;
+        self.wait_ready(Duration::from_secs(60)).await
     }
 
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {

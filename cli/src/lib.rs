@@ -6,5 +6,5 @@ pub mod client;
 pub mod cluster;
 pub mod components;
 pub mod embedded;
-pub mod process;
+pub use artisync_process as process;
 pub mod up;

@@ -30,6 +30,11 @@ struct Message {
 
 #[derive(Default)]
 struct QueueState {
+    /// Cut off from its consumer (a simulated broker outage): deliveries
+    /// wait in the queue, subscriptions end and cannot start.
+    cut: bool,
+    /// Bumped by every cut, so that a subscription from before a cut ends.
+    epoch: u64,
     ready: VecDeque<(u64, Message)>,
     unacked: BTreeMap<u64, Message>,
     next_tag: u64,
@@ -123,6 +128,25 @@ impl InProcessBus {
         n
     }
 
+    /// Cuts a node off, as a broker outage would: its subscription ends,
+    /// new ones are refused, and what is published for it waits (until
+    /// the queue is full).
+    pub fn cut(&self, node: &NodeId) {
+        let queue = self.queue(node.as_str());
+        let mut state = queue.state();
+        state.cut = true;
+        state.epoch += 1;
+        drop(state);
+        queue.changed.notify_waiters();
+    }
+
+    /// Ends a [`InProcessBus::cut`]: the node can subscribe again.
+    pub fn heal(&self, node: &NodeId) {
+        let queue = self.queue(node.as_str());
+        queue.state().cut = false;
+        queue.changed.notify_waiters();
+    }
+
     pub fn stats(&self, node: &NodeId) -> BusStats {
         let queue = self.queue(node.as_str());
         let state = queue.state();
@@ -199,6 +223,13 @@ impl EventSubscriber for InProcessBus {
         prefetch: u16,
     ) -> Result<Box<dyn Subscription>, BusError> {
         let queue = self.queue(node.as_str());
+        let epoch = {
+            let state = queue.state();
+            if state.cut {
+                return Err(BusError::new(format!("the bus is cut off from {node}")));
+            }
+            state.epoch
+        };
         {
             let mut routes = self.routes();
             for label in labels {
@@ -214,6 +245,7 @@ impl EventSubscriber for InProcessBus {
         Ok(Box::new(InProcessSubscription {
             queue,
             prefetch: usize::from(prefetch.max(1)),
+            epoch,
         }))
     }
 
@@ -225,6 +257,8 @@ impl EventSubscriber for InProcessBus {
 struct InProcessSubscription {
     queue: Arc<NodeQueue>,
     prefetch: usize,
+    /// The queue's epoch when subscribed; a cut since ends the subscription.
+    epoch: u64,
 }
 
 #[async_trait]
@@ -237,6 +271,9 @@ impl Subscription for InProcessSubscription {
             changed.as_mut().enable();
             {
                 let mut state = self.queue.state();
+                if state.epoch != self.epoch {
+                    return None;
+                }
                 if state.dropped > 0 {
                     let count = std::mem::take(&mut state.dropped);
                     return Some(Incoming::Dropped { count });
@@ -375,6 +412,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next_sequence(&mut again).await.0, 3, "redelivered");
+    }
+
+    #[tokio::test]
+    async fn a_cut_ends_the_subscription_and_events_wait_for_the_heal() {
+        let mut bus = InProcessBus::new(16);
+        let mut gw = bus
+            .subscribe(&node("gw-1"), &[label("L1")], 8)
+            .await
+            .unwrap();
+        bus.cut(&node("gw-1"));
+        assert!(gw.next().await.is_none(), "the subscription ended");
+        assert!(
+            bus.subscribe(&node("gw-1"), &[label("L1")], 8)
+                .await
+                .is_err()
+        );
+        bus.publish(&[event(1, "L1")]).await.unwrap();
+        assert_eq!(bus.stats(&node("gw-1")).ready, 1, "it waits");
+        bus.heal(&node("gw-1"));
+        let mut again = bus
+            .subscribe(&node("gw-1"), &[label("L1")], 8)
+            .await
+            .unwrap();
+        assert_eq!(next_sequence(&mut again).await.0, 1);
     }
 
     #[tokio::test]

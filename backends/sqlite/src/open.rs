@@ -120,13 +120,20 @@ pub async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnection), OpenErr
         .await
         .map_err(fail)?;
     }
-    MIGRATOR
-        .run(&mut writer)
+    // Through a pool of one: a migration on `&mut SqliteConnection` makes
+    // every caller's future lose `Send` (sqlx's `Acquire` is not general
+    // enough there).
+    let migrations = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options(path))
         .await
-        .map_err(|source| OpenError::Migrate {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(fail)?;
+    let migrated = MIGRATOR.run(&migrations).await;
+    migrations.close().await;
+    migrated.map_err(|source| OpenError::Migrate {
+        path: path.to_owned(),
+        source,
+    })?;
     let readers = SqlitePoolOptions::new()
         .max_connections(READERS)
         .min_connections(1)

@@ -1,4 +1,8 @@
-//! Child processes of a local cluster: started, watched, signalled.
+#![forbid(unsafe_code)]
+//! Child processes: started with their output in a log file, watched,
+//! signalled (SIGTERM with a grace period, SIGKILL, SIGSTOP/SIGCONT).
+//! `artisync up` runs its external-mode components with it, and so do the
+//! end-to-end tests.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
