@@ -1,46 +1,15 @@
-//! `artisync up`, the user's entry point, as a user runs it: one command
-//! starts the whole local cluster, publishes the sample API, writes the
-//! state file, and Ctrl-C stops everything.
+//! `artisync up` in the external mode (PostgreSQL and RabbitMQ given), as
+//! a user runs it: one command starts the whole local cluster, one process
+//! per component, publishes the sample API, writes the state file, and
+//! Ctrl-C stops everything.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
 use artisync_e2e::TestEnv;
+use artisync_e2e::up::{artisync_binary, free_offset};
 use serde_json::Value;
-
-/// An offset that moves every port of the `up` topology onto free ports.
-/// The shifted ports stay below 32768, where the kernel hands out ports for
-/// outgoing connections: a port picked there can be taken by one of the
-/// cluster's own database connections before the component binds it.
-fn free_offset() -> anyhow::Result<u16> {
-    let base = [9400u16, 9500, 8280, 8281, 8282, 9600, 9601, 9602];
-    for _ in 0..50 {
-        let offset = 10_000 + rand::random::<u16>() % 13_000;
-        let all_free = base
-            .iter()
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + offset)).is_ok());
-        if all_free {
-            return Ok(offset);
-        }
-    }
-    anyhow::bail!("no free port range found")
-}
-
-fn artisync_binary() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test executable has no target dir")?;
-    let bin = dir.join("artisync");
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    Ok(bin)
-}
 
 #[tokio::test]
 async fn artisync_up_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<()> {

@@ -76,6 +76,23 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
     }
 }
 
+/// `None` when the database is artisync's or empty (ours to claim), else
+/// the application id it carries.
+async fn is_ours(c: &mut SqliteConnection) -> Result<Option<i32>, sqlx::Error> {
+    let found: i32 = sqlx::query_scalar("PRAGMA application_id")
+        .fetch_one(&mut *c)
+        .await?;
+    if found == APPLICATION_ID {
+        return Ok(None);
+    }
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    Ok((found != 0 || tables > 0).then_some(found))
+}
+
 /// Opens the write connection (migrated) and the readers.
 pub async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnection), OpenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -89,6 +106,24 @@ pub async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnection), OpenErr
         path: path.to_owned(),
         source,
     };
+    // Looked at as it is first: the writer's settings (WAL) would change
+    // the file of another program before it could be refused.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        let mut look = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .connect()
+            .await
+            .map_err(fail)?;
+        let mine = is_ours(&mut look).await.map_err(fail);
+        let _ = look.close().await;
+        if let Some(found) = mine? {
+            return Err(OpenError::ForeignDatabase {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
     let mut writer = options(path)
         .create_if_missing(true)
         .connect()
@@ -99,19 +134,6 @@ pub async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnection), OpenErr
         .await
         .map_err(fail)?;
     if found != APPLICATION_ID {
-        let tables: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-        )
-        .fetch_one(&mut writer)
-        .await
-        .map_err(fail)?;
-        if found != 0 || tables > 0 {
-            let _ = writer.close().await;
-            return Err(OpenError::ForeignDatabase {
-                path: path.to_owned(),
-                found,
-            });
-        }
         // A new database: claim it.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "PRAGMA application_id = {APPLICATION_ID}"

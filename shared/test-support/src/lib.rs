@@ -11,6 +11,7 @@ pub mod env;
 pub mod fault;
 pub mod fixtures;
 pub mod postgres;
+pub mod up;
 
 pub use artisync_cli::cluster;
 pub use artisync_process as process;
