@@ -47,10 +47,12 @@ pub const TRAFFIC_MANAGER: &str = "traffic-manager";
 pub const GATEWAY: &str = "gateway-node";
 pub const CLI: &str = "artisync";
 
+/// The workspace root: this crate lives in `shared/test-support`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
+        .ancestors()
+        .nth(2)
+        .unwrap_or(Path::new("."))
         .to_path_buf()
 }
 
