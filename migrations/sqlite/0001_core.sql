@@ -36,15 +36,17 @@ CREATE TABLE deployments (
 );
 CREATE INDEX deployments_label_idx ON deployments (label, api_id);
 
--- Global, monotonic numbers: change_sequence (changes), item_version
--- (persistence store item versions).
+-- Monotonic numbers kept in the database: item_version (persistence store
+-- item versions, never reused). Change numbers come from the one writer,
+-- which continues from the highest number label_sequences holds.
 CREATE TABLE counters (
     name   TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
 );
-INSERT INTO counters (name, value) VALUES ('change_sequence', 0), ('item_version', 0);
+INSERT INTO counters (name, value) VALUES ('item_version', 0);
 
--- The highest change number per label, removals included.
+-- The highest change number per label, removals included, raised by every
+-- outbox row.
 CREATE TABLE label_sequences (
     label     TEXT PRIMARY KEY,
     sequence  INTEGER NOT NULL
@@ -57,10 +59,17 @@ CREATE TABLE outbox (
     routing_key  TEXT NOT NULL,
     payload      BLOB NOT NULL,
     traceparent  TEXT,
+    sequence     INTEGER NOT NULL,
     created_at   INTEGER NOT NULL,
     sent_at      INTEGER
 );
 CREATE INDEX outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
+
+CREATE TRIGGER outbox_raises_label_sequence AFTER INSERT ON outbox
+BEGIN
+    INSERT INTO label_sequences (label, sequence) VALUES (NEW.routing_key, NEW.sequence)
+    ON CONFLICT (label) DO UPDATE SET sequence = max(sequence, excluded.sequence);
+END;
 
 -- Gateway nodes as they last reported themselves.
 CREATE TABLE gateway_nodes (

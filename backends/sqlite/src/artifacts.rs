@@ -3,6 +3,7 @@
 //! with its outbox rows or not at all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use artisync_domain::api::{
@@ -103,7 +104,7 @@ pub(crate) async fn next_counter(c: &mut SqliteConnection, name: &str) -> Result
     )
 }
 
-/// One outbox row per label, and the labels' change numbers raised.
+/// One outbox row per label (its trigger raises the label's change number).
 async fn write_events(
     c: &mut SqliteConnection,
     events: &[DeploymentEvent],
@@ -112,26 +113,26 @@ async fn write_events(
     let created = now();
     for row in rules::outbox_rows(events) {
         sqlx::query(
-            "INSERT INTO outbox (event_id, routing_key, payload, traceparent, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (event_id, routing_key, payload, traceparent, sequence, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(row.event_id.to_string())
         .bind(&row.routing_key)
         .bind(&row.payload)
         .bind(ctx.traceparent.as_deref())
-        .bind(created)
-        .execute(&mut *c)
-        .await?;
-        sqlx::query(
-            "INSERT INTO label_sequences (label, sequence) VALUES (?1, ?2)
-             ON CONFLICT (label) DO UPDATE SET sequence = max(sequence, excluded.sequence)",
-        )
-        .bind(&row.routing_key)
         .bind(row.sequence)
+        .bind(created)
         .execute(&mut *c)
         .await?;
     }
     Ok(())
+}
+
+/// The next change number. Only the writer draws them, one job at a time,
+/// so a counter in memory (continued from the database at open) is enough;
+/// a number drawn by a change that then rolls back is a harmless gap.
+fn next_sequence(sequence: &AtomicI64) -> i64 {
+    sequence.fetch_add(1, Ordering::SeqCst) + 1
 }
 
 async fn create_api(c: &mut SqliteConnection, new: NewArtifact) -> Result<ApiSummary> {
@@ -167,17 +168,11 @@ async fn update_api(
     id: ApiId,
     new: NewArtifact,
 ) -> Result<UpdateOutcome> {
-    let api = api_row(c, id).await?;
-    let latest_sha: String =
-        sqlx::query_scalar("SELECT sha256 FROM api_revisions WHERE api_id = ?1 AND revision = ?2")
-            .bind(id.to_string())
-            .bind(api.latest_revision.as_i32())
-            .fetch_one(&mut *c)
-            .await?;
-    if latest_sha == new.sha256.to_hex() {
-        return Ok(UpdateOutcome::Unchanged(summary(&mut *c, id).await?));
+    let latest = summary(&mut *c, id).await?;
+    if latest.sha256 == new.sha256 {
+        return Ok(UpdateOutcome::Unchanged(latest));
     }
-    let next = api.latest_revision.next();
+    let next = latest.revision.next();
     let at = now();
     sqlx::query(
         "UPDATE apis SET name = ?2, version = ?3, context = ?4, latest_revision = ?5,
@@ -204,7 +199,15 @@ async fn update_api(
     .bind(at)
     .execute(&mut *c)
     .await?;
-    Ok(UpdateOutcome::NewRevision(summary(&mut *c, id).await?))
+    Ok(UpdateOutcome::NewRevision(ApiSummary {
+        name: new.name,
+        version: new.version,
+        context: new.context,
+        revision: next,
+        sha256: new.sha256,
+        updated_at: from_micros(at),
+        ..latest
+    }))
 }
 
 fn label_names(labels: &[GatewayLabel]) -> String {
@@ -214,39 +217,56 @@ fn label_names(labels: &[GatewayLabel]) -> String {
 
 async fn deploy(
     c: &mut SqliteConnection,
+    sequence: &AtomicI64,
     inline_max: usize,
     id: ApiId,
     labels: Vec<GatewayLabel>,
     rev: Option<Revision>,
     ctx: ChangeContext,
 ) -> Result<DeployOutcome> {
-    let api = api_row(c, id).await?;
-    let target = rev.unwrap_or(api.latest_revision);
+    // One statement: the API, the revision (its artifact only when small
+    // enough to travel in the event) and where the labels stand.
     let row = sqlx::query(
-        "SELECT sha256, CASE WHEN length(artifact) <= ?3 THEN artifact END AS inline_artifact
-         FROM api_revisions WHERE api_id = ?1 AND revision = ?2",
+        "SELECT a.name, a.version, a.context, a.latest_revision,
+                coalesce(?2, a.latest_revision) AS target,
+                r.sha256,
+                CASE WHEN length(r.artifact) <= ?3 THEN r.artifact END AS inline_artifact,
+                (SELECT json_group_object(d.label, d.revision) FROM deployments d
+                 WHERE d.api_id = a.id AND d.label IN (SELECT value FROM json_each(?4)))
+                    AS deployed
+         FROM apis a
+         LEFT JOIN api_revisions r ON r.api_id = a.id
+                                  AND r.revision = coalesce(?2, a.latest_revision)
+         WHERE a.id = ?1",
     )
     .bind(id.to_string())
-    .bind(target.as_i32())
+    .bind(rev.map(Revision::as_i32))
     .bind(i64::try_from(inline_max).unwrap_or(i64::MAX))
+    .bind(label_names(&labels))
     .fetch_optional(&mut *c)
-    .await?;
-    let Some(row) = row else {
+    .await?
+    .ok_or_else(|| rules::api_not_found(id))?;
+    let api = ApiRow {
+        identity: ApiIdentity {
+            id,
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            context: row.try_get("context")?,
+        },
+        latest_revision: revision(row.try_get("latest_revision")?)?,
+    };
+    let target = revision(row.try_get("target")?)?;
+    let Some(sha) = row.try_get::<Option<&str>, _>("sha256")? else {
         return Err(rules::no_such_revision(id, target, api.latest_revision).into());
     };
-    let sha = rules::stored_digest(BACKEND, row.try_get::<&str, _>("sha256")?)?;
+    let sha = rules::stored_digest(BACKEND, sha)?;
     let inline_artifact: Option<Vec<u8>> = row.try_get("inline_artifact")?;
-    let current: HashMap<String, i32> = sqlx::query(
-        "SELECT label, revision FROM deployments
-         WHERE api_id = ?1 AND label IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(id.to_string())
-    .bind(label_names(&labels))
-    .fetch_all(&mut *c)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("label")?, r.try_get("revision")?)))
-    .collect::<std::result::Result<_, sqlx::Error>>()?;
+    let deployed: Option<String> = row.try_get("deployed")?;
+    let current: HashMap<String, i32> = match deployed {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| StoreError::broken(BACKEND, format!("stored deployments: {e}")))?,
+        None => HashMap::new(),
+    };
     let (changed, unchanged) = rules::plan_deploy(id, &labels, &current, target)?;
     if changed.is_empty() {
         return Ok(DeployOutcome {
@@ -257,7 +277,7 @@ async fn deploy(
             sequence: None,
         });
     }
-    let sequence = next_counter(c, "change_sequence").await?;
+    let sequence = next_sequence(sequence);
     let mut event = rules::event(
         EventType::DeployApiInGateway,
         &api.identity,
@@ -296,6 +316,7 @@ async fn deploy(
 
 async fn undeploy(
     c: &mut SqliteConnection,
+    sequence: &AtomicI64,
     id: ApiId,
     label: GatewayLabel,
     ctx: ChangeContext,
@@ -312,7 +333,7 @@ async fn undeploy(
     .fetch_optional(&mut *c)
     .await?
     .ok_or_else(|| rules::not_deployed(id, &label))?;
-    let sequence = next_counter(c, "change_sequence").await?;
+    let sequence = next_sequence(sequence);
     let event = rules::event(
         EventType::RemoveApiFromGateway,
         &api.identity,
@@ -326,7 +347,12 @@ async fn undeploy(
     Ok(sequence)
 }
 
-async fn delete_api(c: &mut SqliteConnection, id: ApiId, ctx: ChangeContext) -> Result<()> {
+async fn delete_api(
+    c: &mut SqliteConnection,
+    sequence: &AtomicI64,
+    id: ApiId,
+    ctx: ChangeContext,
+) -> Result<()> {
     let api = api_row(c, id).await?;
     let deployed = sqlx::query(
         "SELECT d.label, d.revision, r.sha256 FROM deployments d
@@ -337,7 +363,7 @@ async fn delete_api(c: &mut SqliteConnection, id: ApiId, ctx: ChangeContext) -> 
     .fetch_all(&mut *c)
     .await?;
     if !deployed.is_empty() {
-        let sequence = next_counter(c, "change_sequence").await?;
+        let sequence = next_sequence(sequence);
         let at = Utc::now();
         let mut events = Vec::with_capacity(deployed.len());
         for row in &deployed {
@@ -636,10 +662,13 @@ impl ArtifactStore for SqliteBackend {
     ) -> std::result::Result<DeployOutcome, StoreError> {
         let (labels, ctx) = (labels.to_vec(), ctx.clone());
         let inline = self.inner.inline_artifact_max_bytes;
+        let sequence = self.inner.sequence.clone();
         self.inner
             .writer
             .write(true, move |c| {
-                Box::pin(deploy(c, inline, id, labels, revision, ctx))
+                Box::pin(
+                    async move { deploy(c, &sequence, inline, id, labels, revision, ctx).await },
+                )
             })
             .await
     }
@@ -651,9 +680,12 @@ impl ArtifactStore for SqliteBackend {
         ctx: &ChangeContext,
     ) -> std::result::Result<i64, StoreError> {
         let (label, ctx) = (label.clone(), ctx.clone());
+        let sequence = self.inner.sequence.clone();
         self.inner
             .writer
-            .write(true, move |c| Box::pin(undeploy(c, id, label, ctx)))
+            .write(true, move |c| {
+                Box::pin(async move { undeploy(c, &sequence, id, label, ctx).await })
+            })
             .await
     }
 
@@ -663,9 +695,12 @@ impl ArtifactStore for SqliteBackend {
         ctx: &ChangeContext,
     ) -> std::result::Result<(), StoreError> {
         let ctx = ctx.clone();
+        let sequence = self.inner.sequence.clone();
         self.inner
             .writer
-            .write(true, move |c| Box::pin(delete_api(c, id, ctx)))
+            .write(true, move |c| {
+                Box::pin(async move { delete_api(c, &sequence, id, ctx).await })
+            })
             .await
     }
 

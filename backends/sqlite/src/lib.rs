@@ -21,6 +21,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use artisync_ports::{Health, StoreError};
 use async_trait::async_trait;
@@ -51,6 +52,8 @@ struct Inner {
     writer: Writer,
     /// Counts commits that wrote outbox rows; the relay waits on it.
     outbox_commits: watch::Sender<u64>,
+    /// The last change number drawn (only the writer draws them).
+    sequence: Arc<AtomicI64>,
     inline_artifact_max_bytes: usize,
 }
 
@@ -63,6 +66,14 @@ impl SqliteBackend {
     /// database is refused, with the path named.
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
         let (readers, connection) = open::open(path).await?;
+        let last: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(sequence), 0) FROM label_sequences")
+                .fetch_one(&readers)
+                .await
+                .map_err(|source| OpenError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
         let (outbox_commits, _) = watch::channel(0);
         let writer = Writer::spawn(connection, outbox_commits.clone());
         Ok(SqliteBackend {
@@ -71,6 +82,7 @@ impl SqliteBackend {
                 readers,
                 writer,
                 outbox_commits,
+                sequence: Arc::new(AtomicI64::new(last)),
                 inline_artifact_max_bytes: Self::DEFAULT_INLINE_ARTIFACT_MAX_BYTES,
             }),
         })

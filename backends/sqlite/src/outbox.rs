@@ -26,6 +26,7 @@ impl Outbox for SqliteBackend {
             lock_path: PathBuf::from(lock_path),
             lock: None,
             commits: self.inner.outbox_commits.subscribe(),
+            published_through: 0,
         }))
     }
 
@@ -73,15 +74,19 @@ struct SqliteOutboxSession {
     /// dies.
     lock: Option<File>,
     commits: watch::Receiver<u64>,
+    /// The highest outbox id this session published. Ids grow in commit
+    /// order (one writer), so everything above it is new.
+    published_through: i64,
 }
 
 impl SqliteOutboxSession {
     async fn claim(&self, max: usize) -> Result<Vec<OutboundEvent>> {
         let rows = sqlx::query(
             "SELECT id, event_id, routing_key, payload, traceparent FROM outbox
-             WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
+             WHERE sent_at IS NULL AND id > ?2 ORDER BY id LIMIT ?1",
         )
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .bind(self.published_through)
         .fetch_all(&self.backend.inner.readers)
         .await?;
         rows.iter()
@@ -140,24 +145,27 @@ impl OutboxSession for SqliteOutboxSession {
     }
 
     async fn mark_sent(&mut self, ids: &[i64]) -> std::result::Result<(), StoreError> {
-        let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
-        self.backend
-            .inner
-            .writer
-            .write(false, move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE outbox SET sent_at = ?1
-                         WHERE id IN (SELECT value FROM json_each(?2))",
-                    )
-                    .bind(now())
-                    .bind(ids)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
+        // Deferred: it rides with the next change's commit. A mark lost in
+        // a crash only means the events go out again (at-least-once), and
+        // the relay never reads them again in this process: it claims
+        // after the highest id it published.
+        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
+        if let Some(max) = ids.iter().max() {
+            self.published_through = self.published_through.max(*max);
+        }
+        self.backend.inner.writer.defer(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE outbox SET sent_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+                )
+                .bind(now())
+                .bind(ids_json)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
             })
-            .await
+        });
+        Ok(())
     }
 
     async fn changed(&mut self) -> std::result::Result<(), StoreError> {

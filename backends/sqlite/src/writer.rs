@@ -37,8 +37,14 @@ struct Pending {
 
 enum Command {
     Change(Pending),
+    /// A change nobody waits for: it joins the next group, or commits alone
+    /// after [`DEFER_AT_MOST`].
+    Deferred(Pending),
     Close(oneshot::Sender<()>),
 }
+
+/// How long a deferred change waits for company before it commits alone.
+const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -98,6 +104,39 @@ impl Writer {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Runs `change` with the next group of changes, without waiting for it
+    /// (it pays no sync of its own unless nothing else comes within
+    /// [`DEFER_AT_MOST`]). For writes whose loss in a crash only means doing
+    /// them again.
+    pub fn defer<F>(&self, change: F)
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, crate::error::Result<()>>
+            + Send
+            + 'static,
+    {
+        let job: Job = Box::new(move |connection| {
+            Box::pin(async move {
+                let result = change(connection).await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = ?e, "a deferred database write failed");
+                }
+                let finish: Finish = Box::new(|_| {});
+                Done {
+                    ok: result.is_ok(),
+                    finish,
+                }
+            })
+        });
+        let pending = Pending {
+            job,
+            abort: Box::new(|_| {}),
+            outbox: false,
+        };
+        if self.queue.try_send(Command::Deferred(pending)).is_err() {
+            tracing::warn!("the database writer is busy; a deferred write is skipped");
+        }
+    }
+
     /// Commits what is queued, then closes the connection.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
@@ -113,14 +152,39 @@ async fn run(
     outbox_commits: watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
-    while commands.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        let mut jobs = Vec::with_capacity(batch.len());
+    let mut deferred: Vec<Pending> = Vec::new();
+    loop {
+        let received = if deferred.is_empty() {
+            commands.recv_many(&mut batch, MAX_GROUP).await
+        } else {
+            match tokio::time::timeout(DEFER_AT_MOST, commands.recv_many(&mut batch, MAX_GROUP))
+                .await
+            {
+                Ok(n) => n,
+                // Nothing came: the deferred changes commit alone.
+                Err(_) => usize::MAX,
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let mut jobs = std::mem::take(&mut deferred);
+        let mut waited = false;
         let mut close = None;
         for command in batch.drain(..) {
             match command {
-                Command::Change(pending) => jobs.push(pending),
+                Command::Change(pending) => {
+                    waited = true;
+                    jobs.push(pending);
+                }
+                Command::Deferred(pending) => jobs.push(pending),
                 Command::Close(done) => close = Some(done),
             }
+        }
+        if !waited && close.is_none() && received != usize::MAX {
+            // Only deferred changes so far: wait for company.
+            deferred = jobs;
+            continue;
         }
         if !jobs.is_empty() {
             let wrote_outbox = commit_group(&mut connection, jobs).await;
@@ -134,45 +198,42 @@ async fn run(
             return;
         }
     }
+    if !deferred.is_empty() {
+        commit_group(&mut connection, deferred).await;
+    }
     let _ = connection.close().await;
 }
 
 /// One transaction for all `jobs`; answers whether a successful one wrote
-/// outbox rows.
+/// outbox rows. The transaction's own statements ride with the first and
+/// the last change's savepoint statements: a group of one costs two round
+/// trips besides the change's own.
 async fn commit_group(connection: &mut SqliteConnection, jobs: Vec<Pending>) -> bool {
-    if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut *connection)
-        .await
-    {
-        let e = error::db(e);
-        tracing::error!(error = %e, "cannot begin a database transaction");
-        for pending in jobs {
-            (pending.abort)(Err(e.clone()));
-        }
-        return false;
-    }
-    let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
+    let count = jobs.len();
+    let mut finishes: Vec<Finish> = Vec::with_capacity(count);
     let mut wrote_outbox = false;
-    let mut jobs = jobs.into_iter();
-    while let Some(pending) = jobs.next() {
-        let savepoint = sqlx::raw_sql("SAVEPOINT change")
-            .execute(&mut *connection)
-            .await;
-        let closed = match savepoint {
+    let mut jobs = jobs.into_iter().enumerate();
+    let mut commit = Ok(());
+    while let Some((i, pending)) = jobs.next() {
+        let open = if i == 0 {
+            "BEGIN IMMEDIATE; SAVEPOINT change"
+        } else {
+            "SAVEPOINT change"
+        };
+        let opened = sqlx::raw_sql(open).execute(&mut *connection).await;
+        let last = i + 1 == count;
+        let closed = match opened {
             Ok(_) => {
                 let done = (pending.job)(connection).await;
-                let closed = if done.ok {
-                    sqlx::raw_sql("RELEASE change")
-                        .execute(&mut *connection)
-                        .await
-                } else {
-                    sqlx::raw_sql("ROLLBACK TO change; RELEASE change")
-                        .execute(&mut *connection)
-                        .await
+                let close = match (done.ok, last) {
+                    (true, false) => "RELEASE change",
+                    (false, false) => "ROLLBACK TO change; RELEASE change",
+                    (true, true) => "RELEASE change; COMMIT",
+                    (false, true) => "ROLLBACK TO change; RELEASE change; COMMIT",
                 };
                 wrote_outbox |= done.ok && pending.outbox;
                 finishes.push(done.finish);
-                closed
+                sqlx::raw_sql(close).execute(&mut *connection).await
             }
             Err(e) => {
                 finishes.push(pending.abort);
@@ -180,27 +241,17 @@ async fn commit_group(connection: &mut SqliteConnection, jobs: Vec<Pending>) -> 
             }
         };
         if let Err(e) = closed {
-            // The transaction is in an unknown state: roll it all back and
-            // fail every change of the group.
+            // The transaction is in an unknown state (or the commit
+            // failed): roll it all back and fail every change of the group.
             let e = error::db(e);
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await;
-            for finish in finishes {
-                finish(Err(e.clone()));
-            }
-            for pending in jobs {
+            for (_, pending) in jobs.by_ref() {
                 (pending.abort)(Err(e.clone()));
             }
-            return false;
+            wrote_outbox = false;
+            commit = Err(e);
+            break;
         }
-    }
-    let commit = sqlx::raw_sql("COMMIT")
-        .execute(&mut *connection)
-        .await
-        .map(|_| ())
-        .map_err(error::db);
-    if commit.is_err() {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await;
-        wrote_outbox = false;
     }
     for finish in finishes {
         finish(commit.clone());

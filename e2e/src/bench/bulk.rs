@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use artisync_e2e::{TestCluster, TestEnv, mock_api};
+use artisync_e2e::{TestEnv, mock_api};
 
-use super::{Outcome, Stats, bench_gateway, create_and_deploy, deployed_count, rss_mb};
+use super::backing::Backing;
+use super::{LABEL, Outcome, Stats, bench_gateway, create_and_deploy, deployed_count};
 
 pub const CREATE: &str = "create (POST /apis) answered";
 pub const DEPLOY: &str = "deploy (POST /deployments) answered";
@@ -16,9 +17,10 @@ pub const CONVERGED: &str = "all gateways converged after last answer";
 pub const CONVERGED_FROM_START: &str = "all gateways converged after first call";
 
 pub struct Setup {
-    pub env: TestEnv,
-    pub cluster: TestCluster,
+    pub backing: Backing,
     pub gateways: Vec<(String, u16)>,
+    /// Where every API is deployed.
+    labels: Vec<String>,
     /// APIs published so far (runs add to the same cluster).
     pub published: usize,
     http: reqwest::Client,
@@ -32,9 +34,22 @@ pub async fn setup(n: usize) -> anyhow::Result<Setup> {
     let gateways = specs.iter().map(|g| (g.id.clone(), g.admin_port)).collect();
     let cluster = env.start(specs).await?;
     Ok(Setup {
-        env,
-        cluster,
+        backing: Backing::External { env, cluster },
         gateways,
+        labels: vec![LABEL.to_owned()],
+        published: 0,
+        http: reqwest::Client::new(),
+    })
+}
+
+/// The embedded default (`artisync up`): every API deployed to both labels,
+/// so that all three nodes run it.
+pub async fn setup_embedded() -> anyhow::Result<Setup> {
+    let (backing, nodes) = Backing::embedded().await?;
+    Ok(Setup {
+        backing,
+        gateways: nodes.iter().map(|n| (n.id.clone(), n.admin_port)).collect(),
+        labels: vec!["Production and Sandbox".into(), "Label1".into()],
         published: 0,
         http: reqwest::Client::new(),
     })
@@ -48,15 +63,20 @@ impl Setup {
         clients: usize,
     ) -> anyhow::Result<Outcome> {
         let start = Instant::now();
-        let (creates, deploys, wall) =
-            create_and_deploy(&self.cluster.publisher, apis, clients, move |i| {
+        let (creates, deploys, wall) = create_and_deploy(
+            &self.backing.publisher(),
+            &self.labels,
+            apis,
+            clients,
+            move |i| {
                 mock_api(
                     &format!("Bulk{run}x{i}"),
                     &format!("/bulk{run}/api{i}"),
                     "r1",
                 )
-            })
-            .await?;
+            },
+        )
+        .await?;
         let last_answer = Instant::now();
         self.published += apis;
         let target = self.published as u64;
@@ -98,33 +118,16 @@ impl Setup {
             (converged - start).as_secs_f64() * 1e3,
             "ms",
         );
-        let mut hwm: f64 = 0.0;
-        for (id, _) in self.gateways.clone() {
-            if let Some((h, _)) = self
-                .cluster
-                .cluster
-                .process(&id)
-                .and_then(|p| p.pid())
-                .and_then(rss_mb)
-            {
-                hwm = hwm.max(h);
-            }
-        }
+        let ids: Vec<String> = self.gateways.iter().map(|(id, _)| id.clone()).collect();
+        let (hwm, _) = self.backing.peak_rss(&ids);
         out.figure("gateway peak RSS (max over gateways)", hwm, "MB");
-        if let Some((h, _)) = self
-            .cluster
-            .cluster
-            .process(artisync_e2e::cluster::PUBLISHER)
-            .and_then(|p| p.pid())
-            .and_then(rss_mb)
-        {
+        if let Some(h) = self.backing.publisher_rss() {
             out.figure("publisher peak RSS", h, "MB");
         }
         Ok(out)
     }
 
     pub async fn stop(self) {
-        self.cluster.stop().await;
-        drop(self.env);
+        self.backing.stop().await;
     }
 }

@@ -2,6 +2,7 @@
 //! statistics, result records, helper processes (etcd, nginx, wrk) and one
 //! module per scenario.
 
+pub mod backing;
 pub mod bulk;
 pub mod dataplane;
 pub mod floor;
@@ -551,6 +552,7 @@ pub async fn deployed_count(http: &reqwest::Client, admin_port: u16) -> Option<u
 /// latencies, wall time from the first call to the last answer).
 pub async fn create_and_deploy(
     publisher: &artisync_cli::client::PublisherClient,
+    labels: &[String],
     count: usize,
     clients: usize,
     api: impl Fn(usize) -> String + Send + Sync + 'static,
@@ -559,11 +561,13 @@ pub async fn create_and_deploy(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = Arc::new(AtomicUsize::new(0));
     let api = Arc::new(api);
+    let labels: Arc<Vec<String>> = Arc::new(labels.to_vec());
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|_| {
             let next = next.clone();
             let api = api.clone();
+            let labels = labels.clone();
             let publisher = publisher.clone();
             tokio::spawn(async move {
                 let mut creates = Vec::new();
@@ -585,7 +589,8 @@ pub async fn create_and_deploy(
                         .context("no id in the create answer")?
                         .to_owned();
                     let t = Instant::now();
-                    let d = publisher.deploy(&id, &[LABEL], None).await?;
+                    let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    let d = publisher.deploy(&id, &label_refs, None).await?;
                     if !d.status.is_success() {
                         bail!("deploy answered {}: {}", d.status, d.text);
                     }

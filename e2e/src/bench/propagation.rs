@@ -6,9 +6,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use artisync_e2e::{TestCluster, TestEnv, mock_api};
+use artisync_cli::client::PublisherClient;
+use artisync_e2e::{TestEnv, mock_api};
 
-use super::{LABEL, Outcome, Stats, bench_gateway, cpu_ms, cpu_ms_of_command, rss_mb};
+use super::backing::Backing;
+use super::{LABEL, Outcome, Stats, bench_gateway};
 
 pub const PER_GATEWAY: &str = "deploy call -> applied, per gateway";
 pub const ALL_GATEWAYS: &str = "deploy call -> applied, all gateways";
@@ -17,9 +19,12 @@ pub const DEPLOY_ANSWER: &str = "deploy call answered";
 pub const PUT_ANSWER: &str = "PUT (new revision) answered";
 
 pub struct Setup {
-    pub env: TestEnv,
-    pub cluster: TestCluster,
+    pub backing: Backing,
+    publisher: PublisherClient,
+    /// The gateways measured: id and admin port.
     pub gateways: Vec<(String, u16)>,
+    /// Where each update is deployed.
+    labels: Vec<String>,
     pub api_id: String,
     pub revision: u32,
     http: reqwest::Client,
@@ -50,24 +55,79 @@ async fn try_setup(n: usize) -> anyhow::Result<Setup> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gateways: Vec<(String, u16)> = specs.iter().map(|g| (g.id.clone(), g.admin_port)).collect();
     let cluster = env.start(specs).await?;
-    let api_id = cluster
-        .publish(&mock_api("Propagation", "/propagation", "r1"), &[LABEL])
-        .await?;
-    for (gw, _) in &gateways {
-        cluster.wait_applied(gw, &api_id, 1).await?;
-    }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(4)
-        .tcp_nodelay(true)
-        .build()?;
-    Ok(Setup {
-        env,
-        cluster,
+    Setup::with(
+        Backing::External { env, cluster },
         gateways,
-        api_id,
-        revision: 1,
-        http,
-    })
+        vec![LABEL.to_owned()],
+    )
+    .await
+}
+
+/// The embedded default (`artisync up`, one process): on one node (gw-3,
+/// the only one on `Label1`) or on all three (both labels).
+pub async fn setup_embedded(all_nodes: bool) -> anyhow::Result<Setup> {
+    let (backing, nodes) = Backing::embedded().await?;
+    let labels: Vec<String> = if all_nodes {
+        vec!["Production and Sandbox".into(), "Label1".into()]
+    } else {
+        vec!["Label1".into()]
+    };
+    let gateways = nodes
+        .iter()
+        .filter(|n| n.labels.iter().any(|l| labels.contains(l)))
+        .map(|n| (n.id.clone(), n.admin_port))
+        .collect();
+    Setup::with(backing, gateways, labels).await
+}
+
+impl Setup {
+    /// Publishes the API the iterations update and waits until every
+    /// measured gateway runs it.
+    async fn with(
+        backing: Backing,
+        gateways: Vec<(String, u16)>,
+        labels: Vec<String>,
+    ) -> anyhow::Result<Setup> {
+        let publisher = backing.publisher();
+        let created = publisher
+            .create_api(&mock_api("Propagation", "/propagation", "r1"))
+            .await?;
+        if created.status.as_u16() != 201 {
+            bail!("create answered {}: {}", created.status, created.text);
+        }
+        let api_id = created.body["id"].as_str().context("no id")?.to_owned();
+        let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let d = publisher.deploy(&api_id, &label_refs, None).await?;
+        if !d.status.is_success() {
+            bail!("deploy answered {}: {}", d.status, d.text);
+        }
+        let token = backing.admin_token();
+        for (gw, port) in &gateways {
+            let admin = artisync_cli::client::GatewayAdminClient::new(
+                &format!("http://127.0.0.1:{port}"),
+                &token,
+            );
+            let a = admin
+                .wait_for_revision(&api_id, 1, Duration::from_secs(30))
+                .await?;
+            if !a.status.is_success() {
+                bail!("{gw} did not apply the first revision: {}", a.text);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Setup {
+            backing,
+            publisher,
+            gateways,
+            labels,
+            api_id,
+            revision: 1,
+            http,
+        })
+    }
 }
 
 impl Setup {
@@ -80,11 +140,7 @@ impl Setup {
         let tag = format!("r{}", self.revision + 1);
         let xml = mock_api("Propagation", "/propagation", &tag);
         let t_put = Instant::now();
-        let put = self
-            .cluster
-            .publisher
-            .update_api(&self.api_id, &xml)
-            .await?;
+        let put = self.publisher.update_api(&self.api_id, &xml).await?;
         let put_took = t_put.elapsed();
         if put.status.as_u16() != 201 {
             bail!("PUT answered {}: {}", put.status, put.text);
@@ -93,7 +149,7 @@ impl Setup {
             .as_u64()
             .context("no revision in the PUT answer")? as u32;
         self.revision = revision;
-        let token = self.cluster.cluster.spec.admin_token.clone();
+        let token = self.backing.admin_token();
         // Long-polls first; they answer when the revision is applied.
         let polls: Vec<_> = self
             .gateways
@@ -119,11 +175,8 @@ impl Setup {
         // the figure worse, never better).
         tokio::time::sleep(settle).await;
         let t0 = Instant::now();
-        let d = self
-            .cluster
-            .publisher
-            .deploy(&self.api_id, &[LABEL], None)
-            .await?;
+        let labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        let d = self.publisher.deploy(&self.api_id, &labels, None).await?;
         let deploy_took = t0.elapsed();
         if !d.status.is_success() {
             bail!("deploy answered {}: {}", d.status, d.text);
@@ -177,54 +230,18 @@ impl Setup {
         Ok(out)
     }
 
-    /// CPU ms used so far by each component (gateways summed; PostgreSQL
-    /// and RabbitMQ are every `postgres` / `beam.smp` process, so other
-    /// work on the machine counts there too).
     fn cpu_by_component(&mut self) -> Vec<(&'static str, f64)> {
-        let mut pid_cpu = |name: &str| {
-            self.cluster
-                .cluster
-                .process(name)
-                .and_then(|p| p.pid())
-                .and_then(cpu_ms)
-                .unwrap_or(0.0)
-        };
-        let publisher = pid_cpu(artisync_e2e::cluster::PUBLISHER);
-        let tm = pid_cpu(artisync_e2e::cluster::TRAFFIC_MANAGER);
         let ids: Vec<String> = self.gateways.iter().map(|(id, _)| id.clone()).collect();
-        let gateways: f64 = ids.iter().map(|id| pid_cpu(id)).sum();
-        vec![
-            ("publisher", publisher),
-            ("traffic manager", tm),
-            ("gateways (sum)", gateways),
-            ("postgresql (all backends)", cpu_ms_of_command("postgres")),
-            ("rabbitmq (beam.smp)", cpu_ms_of_command("beam.smp")),
-            ("bench client", cpu_ms(std::process::id()).unwrap_or(0.0)),
-        ]
+        self.backing.cpu_by_component(&ids)
     }
 
     /// Max VmHWM and max VmRSS over the gateways.
     pub fn peak_rss(&mut self) -> (f64, f64) {
         let ids: Vec<String> = self.gateways.iter().map(|(id, _)| id.clone()).collect();
-        let mut hwm: f64 = 0.0;
-        let mut rss: f64 = 0.0;
-        for id in ids {
-            if let Some((h, r)) = self
-                .cluster
-                .cluster
-                .process(&id)
-                .and_then(|p| p.pid())
-                .and_then(rss_mb)
-            {
-                hwm = hwm.max(h);
-                rss = rss.max(r);
-            }
-        }
-        (hwm, rss)
+        self.backing.peak_rss(&ids)
     }
 
     pub async fn stop(self) {
-        self.cluster.stop().await;
-        drop(self.env);
+        self.backing.stop().await;
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use artisync_e2e::cluster::TRAFFIC_MANAGER;
 use artisync_e2e::{TestCluster, TestEnv, mock_api};
 
-use super::{Outcome, Stats, bench_gateway, create_and_deploy, rss_mb};
+use super::{LABEL, Outcome, Stats, bench_gateway, create_and_deploy, rss_mb};
 
 pub const READY_FROM_TM: &str = "cold start (sync) -> ready, from traffic manager";
 pub const RSS_FROM_TM: &str = "peak RSS (VmHWM), cold start from traffic manager";
@@ -39,9 +39,13 @@ pub async fn setup(apis: usize, clients: usize, cold: usize) -> anyhow::Result<S
         .map(|g| (g.id.clone(), g.port, g.admin_port))
         .collect();
     let cluster = env.start_some(specs, &[]).await?;
-    let (creates, deploys, wall) = create_and_deploy(&cluster.publisher, apis, clients, |i| {
-        mock_api(&format!("Start{i}"), &format!("/start/api{i}"), "r1")
-    })
+    let (creates, deploys, wall) = create_and_deploy(
+        &cluster.publisher,
+        &[LABEL.to_owned()],
+        apis,
+        clients,
+        |i| mock_api(&format!("Start{i}"), &format!("/start/api{i}"), "r1"),
+    )
     .await?;
     let mut seed = Outcome::default();
     seed.measure("seeding: create answered", Stats::from_durations(&creates));

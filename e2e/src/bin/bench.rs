@@ -265,7 +265,27 @@ async fn run_propagation(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyho
         }
         .await;
         if result.is_err() {
-            bench::keep_logs(&setup.env, &format!("propagation-{n}"));
+            setup.backing.keep_logs(&format!("propagation-{n}"));
+        }
+        setup.stop().await;
+        result?;
+    }
+    // The embedded default, in the same sitting: one process, SQLite and
+    // the in-process bus; one node (gw-3, Label1) and all three.
+    for (all_nodes, prefix) in [(false, "embedded N=1: "), (true, "embedded N=3: ")] {
+        println!("propagation: embedded default, {prefix}{runs} x {iterations} updates");
+        let mut setup = propagation::setup_embedded(all_nodes).await?;
+        let result = async {
+            for (r, out) in outcomes.iter_mut().enumerate() {
+                println!("  run {}/{runs}", r + 1);
+                let o = setup.run(iterations, 10).await?;
+                out.extend(prefixed(o, prefix));
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        if result.is_err() {
+            setup.backing.keep_logs("propagation-embedded");
         }
         setup.stop().await;
         result?;
@@ -278,7 +298,7 @@ async fn run_propagation(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyho
     }
     let mut report = Report::new(
         "propagation",
-        json!({"gateways": counts, "iterations": iterations, "warmup": 10}),
+        json!({"gateways": counts, "embedded": [1, 3], "iterations": iterations, "warmup": 10}),
         outcomes,
     );
     let first = counts.first().copied().unwrap_or(1);
@@ -308,6 +328,22 @@ async fn run_propagation(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyho
             "propagation N=10 all applied p99",
             s.p99,
             20.0,
+            "ms",
+        ));
+    }
+    if let Some(s) = c.get_measure(&format!("embedded N=1: {}", propagation::PER_GATEWAY)) {
+        targets.push(Target::at_most(
+            "embedded propagation, 1 node p50",
+            s.p50,
+            1.0,
+            "ms",
+        ));
+    }
+    if let Some(s) = c.get_measure(&format!("embedded N=3: {}", propagation::ALL_GATEWAYS)) {
+        targets.push(Target::at_most(
+            "embedded propagation, all 3 nodes applied p50",
+            s.p50,
+            2.0,
             "ms",
         ));
     }
@@ -344,7 +380,7 @@ async fn run_fanout(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyhow::Re
     }
     .await;
     if result.is_err() {
-        bench::keep_logs(&setup.env, "fanout");
+        setup.backing.keep_logs("fanout");
     }
     setup.stop().await;
     result?;
@@ -385,7 +421,24 @@ async fn run_bulk(cli: &Cli) -> anyhow::Result<Report> {
     }
     .await;
     if result.is_err() {
-        bench::keep_logs(&setup.env, "bulk");
+        setup.backing.keep_logs("bulk");
+    }
+    setup.stop().await;
+    result?;
+    // The embedded default in the same sitting: its three nodes.
+    println!("bulk: embedded default, {apis} APIs, {clients} clients, 3 nodes");
+    let mut setup = bench::bulk::setup_embedded().await?;
+    let result = async {
+        for (r, out) in outcomes.iter_mut().enumerate() {
+            println!("  run {}/{runs}", r + 1);
+            let o = setup.run(r, apis, clients).await?;
+            out.extend(prefixed(o, "embedded: "));
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        setup.backing.keep_logs("bulk-embedded");
     }
     setup.stop().await;
     result?;
@@ -420,6 +473,14 @@ async fn run_bulk(cli: &Cli) -> anyhow::Result<Report> {
             v,
             2000.0,
             "ms",
+        ));
+    }
+    if let Some(v) = c.get(&format!("embedded: {}", bench::bulk::CALLS_PER_S)) {
+        report.targets.push(Target::at_least(
+            "embedded bulk: changes accepted/s",
+            v,
+            2000.0,
+            "1/s",
         ));
     }
     Ok(report)

@@ -28,20 +28,22 @@ pub fn free_offset() -> anyhow::Result<u16> {
     bail!("no free port range found")
 }
 
-/// The `artisync` binary beside the test executable.
+/// The `artisync` binary beside this executable (a benchmark binary in
+/// `target/<profile>`, a test in `target/<profile>/deps`).
 pub fn artisync_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test executable has no target dir")?;
-    let bin = dir.join("artisync");
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    Ok(bin)
+    let dir = exe.parent().context("the executable has no directory")?;
+    let candidates = [Some(dir), dir.parent()];
+    for dir in candidates.into_iter().flatten() {
+        let bin = dir.join("artisync");
+        if bin.is_file() {
+            return Ok(bin);
+        }
+    }
+    bail!(
+        "no artisync binary beside {}: run `cargo build --workspace --bins` first",
+        exe.display()
+    )
 }
 
 /// How to run `up`.
