@@ -10,8 +10,14 @@ use artisync_e2e::{TestCluster, TestEnv};
 use super::{TempDir, cpu_ms, cpu_ms_of_command, keep_logs, rss_mb};
 
 pub enum Backing {
-    External { env: TestEnv, cluster: TestCluster },
-    Embedded { up: Up, _dir: TempDir },
+    External {
+        env: Box<TestEnv>,
+        cluster: TestCluster,
+    },
+    Embedded {
+        up: Up,
+        _dir: TempDir,
+    },
 }
 
 /// A gateway of the embedded topology: id, admin port, labels.

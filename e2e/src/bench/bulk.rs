@@ -34,7 +34,10 @@ pub async fn setup(n: usize) -> anyhow::Result<Setup> {
     let gateways = specs.iter().map(|g| (g.id.clone(), g.admin_port)).collect();
     let cluster = env.start(specs).await?;
     Ok(Setup {
-        backing: Backing::External { env, cluster },
+        backing: Backing::External {
+            env: Box::new(env),
+            cluster,
+        },
         gateways,
         labels: vec![LABEL.to_owned()],
         published: 0,

@@ -56,7 +56,10 @@ async fn try_setup(n: usize) -> anyhow::Result<Setup> {
     let gateways: Vec<(String, u16)> = specs.iter().map(|g| (g.id.clone(), g.admin_port)).collect();
     let cluster = env.start(specs).await?;
     Setup::with(
-        Backing::External { env, cluster },
+        Backing::External {
+            env: Box::new(env),
+            cluster,
+        },
         gateways,
         vec![LABEL.to_owned()],
     )
