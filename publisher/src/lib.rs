@@ -9,3 +9,4 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod relay;
+pub mod ui;

@@ -22,7 +22,7 @@ use artisync_publisher::api::{self, ApiState};
 use artisync_publisher::metrics::PublisherMetrics;
 use async_trait::async_trait;
 
-/// DESIGN.md §4, plus the probes, metrics and this document.
+/// DESIGN.md §4, §12–§14, plus the probes, metrics and this document.
 const EXPECTED: &[(&str, &str)] = &[
     ("post", "/api/v1/apis"),
     ("get", "/api/v1/apis"),
@@ -34,6 +34,12 @@ const EXPECTED: &[(&str, &str)] = &[
     ("delete", "/api/v1/apis/{id}/deployments/{label}"),
     ("get", "/api/v1/apis/{id}/status"),
     ("get", "/api/v1/gateways"),
+    ("get", "/api/v1/fleet"),
+    ("get", "/api/v1/changes/{sequence}"),
+    ("post", "/api/v1/apply"),
+    ("get", "/ui"),
+    ("get", "/ui/app.js"),
+    ("get", "/ui/app.css"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
     ("get", "/metrics"),

@@ -49,6 +49,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "apis", description = "APIs, revisions and artifacts"),
         (name = "deployments", description = "Deploying to gateway labels, and what the gateways run"),
         (name = "health", description = "Probes, metrics and this document"),
+        (name = "ui", description = "The fleet view, a web page on the same JSON API (no token needed to load it)"),
     )
 )]
 struct PublisherDoc;
@@ -62,7 +63,10 @@ fn documented_routes() -> (OpenApiRouter<Arc<ApiState>>, OpenApiRouter<Arc<ApiSt
         .routes(routes!(handlers::live))
         .routes(routes!(handlers::ready))
         .routes(routes!(handlers::metrics))
-        .routes(routes!(handlers::openapi_json));
+        .routes(routes!(handlers::openapi_json))
+        .routes(routes!(crate::ui::page))
+        .routes(routes!(crate::ui::script))
+        .routes(routes!(crate::ui::style));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(handlers::create_api, handlers::list_apis))
         .routes(routes!(
