@@ -226,7 +226,24 @@ pub fn traffic_manager_config(spec: &ClusterSpec) -> String {
         "[database]\nurl = {}\n",
         toml_string(&spec.database_url)
     ));
+    if is_mysql(&spec.database_url) {
+        // MySQL does not hold the persistence store: a SQLite file in the
+        // work dir does (one traffic manager here).
+        out.push_str(&format!(
+            "\n[object_store]\ndatabase_url = {}\n",
+            toml_string(&format!(
+                "sqlite://{}",
+                spec.work_dir.join("object-store.db").display()
+            ))
+        ));
+    }
     out
+}
+
+/// Whether a database URL names MySQL or MariaDB.
+pub fn is_mysql(url: &str) -> bool {
+    let scheme = url.trim().split(':').next().unwrap_or("");
+    scheme.eq_ignore_ascii_case("mysql") || scheme.eq_ignore_ascii_case("mariadb")
 }
 
 pub fn gateway_config(spec: &ClusterSpec, gw: &GatewaySpec) -> String {

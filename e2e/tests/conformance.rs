@@ -1,6 +1,7 @@
 //! The conformance suite: the same scenarios, written once, run on every
 //! pair of backends (DESIGN.md §17, guarantee 8): SQLite with the
-//! in-process bus (the embedded default) and PostgreSQL with RabbitMQ.
+//! in-process bus (the embedded default), PostgreSQL with RabbitMQ, and
+//! MariaDB with RabbitMQ.
 
 use std::time::Duration;
 
@@ -343,6 +344,15 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn $scenario() -> anyhow::Result<()> {
                     let c = Box::new(super::ExternalCluster::postgres().await?);
+                    super::run(c, super::$scenario).await
+                }
+            )*
+        }
+        mod mariadb_rabbitmq {
+            $(
+                #[tokio::test]
+                async fn $scenario() -> anyhow::Result<()> {
+                    let c = Box::new(super::ExternalCluster::mysql().await?);
                     super::run(c, super::$scenario).await
                 }
             )*

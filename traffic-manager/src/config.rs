@@ -71,7 +71,13 @@ pub struct Settings {
     pub database_source: DatabaseSource,
     pub database: DatabaseConfig,
     pub object_store: ObjectStoreConfig,
+    /// Where the persistence store is, when not in `database_source`.
+    pub object_store_url: Option<StorageUrl>,
 }
+
+/// The persistence store's database when `[database]` is MySQL and
+/// `object_store.database_url` is not set.
+pub const DEFAULT_OBJECT_STORE_URL: &str = "sqlite://artisync-object-store.db";
 
 impl Settings {
     /// How to open `database_source`.
@@ -148,19 +154,42 @@ impl RawConfig {
         self.database
             .validate()
             .map_err(|e| ConfigError::invalid("database", e.to_string()))?;
-        let database_source = match (&self.database.url, &self.database.credentials_file) {
-            (Some(url), _) => DatabaseSource::Url(StorageUrl::parse("database.url", url)?),
-            (None, Some(path)) => DatabaseSource::CredentialsFile(path.clone()),
-            (None, None) => {
+        let database_source = match (
+            &self.database.url,
+            &self.database.credentials_file,
+            &self.database.sync_runtime_artifacts_db,
+        ) {
+            (Some(url), _, _) => DatabaseSource::Url(StorageUrl::parse("database.url", url)?),
+            (None, Some(path), _) => DatabaseSource::CredentialsFile(path.clone()),
+            (None, None, Some(wso2)) => {
+                DatabaseSource::Url(wso2.storage_url("database.sync_runtime_artifacts_db")?)
+            }
+            (None, None, None) => {
                 return Err(ConfigError::invalid(
                     "database.url",
-                    "or database.credentials_file must be set",
+                    "or database.credentials_file, or [database.sync_runtime_artifacts_db], must be set",
                 ));
             }
         };
         self.object_store
             .validate()
             .map_err(|e| ConfigError::invalid(format!("object_store.{}", e.key), e.reason))?;
+        let object_store_url = match &self.object_store.database_url {
+            Some(raw) => {
+                let url = StorageUrl::parse("object_store.database_url", raw)?;
+                if let StorageUrl::MySql(_) = url {
+                    return Err(ConfigError::invalid(
+                        "object_store.database_url",
+                        "the persistence store needs PostgreSQL (postgres://…) or SQLite (sqlite://PATH)",
+                    ));
+                }
+                Some(url)
+            }
+            None if matches!(database_source, DatabaseSource::Url(StorageUrl::MySql(_))) => Some(
+                StorageUrl::parse("object_store.database_url", DEFAULT_OBJECT_STORE_URL)?,
+            ),
+            None => None,
+        };
         Ok(Settings {
             listen,
             tokens: Arc::new(TokenRegistry::new(scopes)),
@@ -168,6 +197,7 @@ impl RawConfig {
             database_source,
             database: self.database,
             object_store: self.object_store,
+            object_store_url,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use artisync_config::storage::Wso2Database;
 use serde::Deserialize;
 
 /// `[database]`: where the traffic manager's PostgreSQL is and how many
@@ -25,6 +26,11 @@ pub struct DatabaseConfig {
     /// restart. Exactly one of `url` and `credentials_file` must be set.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// WSO2's artifact database section, as WSO2 writes it (`type`,
+    /// `url = "jdbc:…"`, `username`, `password`, `driver`); used when
+    /// neither `url` nor `credentials_file` is set.
+    #[serde(default)]
+    pub sync_runtime_artifacts_db: Option<Wso2Database>,
     /// Maximum number of connections to PostgreSQL (the Persistence
     /// Gateway's `max-backend-connection-pool`). Default 20.
     #[serde(default = "default_max_backend_connection_pool")]
@@ -57,6 +63,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             credentials_file: None,
+            sync_runtime_artifacts_db: None,
             max_backend_connection_pool: default_max_backend_connection_pool(),
             acquire_timeout_ms: default_acquire_timeout_ms(),
             max_connection_lifetime_seconds: default_max_connection_lifetime_seconds(),
@@ -74,10 +81,11 @@ impl DatabaseConfig {
     /// Checks the configuration; the error names the offending key.
     pub fn validate(&self) -> Result<(), DbError> {
         match (&self.url, &self.credentials_file) {
-            (None, None) => {
+            (None, None) if self.sync_runtime_artifacts_db.is_none() => {
                 return Err(DbError::Config {
                     key: "url",
-                    reason: "or `credentials_file` must be set".to_owned(),
+                    reason: "or `credentials_file`, or `[database.sync_runtime_artifacts_db]`, must be set"
+                        .to_owned(),
                 });
             }
             (Some(_), Some(_)) => {

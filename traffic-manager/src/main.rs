@@ -22,8 +22,9 @@ struct Cli {
 }
 
 async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
-    let (storage, watch) = Storage::open_source(
+    let (storage, watch) = Storage::open_for_traffic_manager(
         &settings.database_source,
+        settings.object_store_url.as_ref(),
         &settings.storage_options(),
         shutdown.clone(),
     )

@@ -24,6 +24,8 @@ pub enum OpenError {
     #[error(transparent)]
     Sqlite(#[from] artisync_sqlite::OpenError),
     #[error(transparent)]
+    MySql(#[from] artisync_mysql::OpenError),
+    #[error(transparent)]
     Source(#[from] artisync_ports::source::SourceError),
     #[error("{0}")]
     Unsupported(String),
@@ -39,12 +41,16 @@ pub struct Storage {
     pub object_store: Option<Arc<dyn ObjectStore>>,
     pub health: Arc<dyn Health>,
     kind: Kind,
+    /// Another storage this one took its persistence store from
+    /// ([`Storage::with_object_store_of`]), closed with it.
+    companion: Option<Box<Storage>>,
 }
 
 #[derive(Clone)]
 enum Kind {
     Postgres(artisync_postgres::PgBackend),
     Sqlite(artisync_sqlite::SqliteBackend),
+    MySql(artisync_mysql::MySqlBackend),
 }
 
 impl Storage {
@@ -61,11 +67,55 @@ impl Storage {
                     .with_inline_artifact_limit(options.inline_artifact_max_bytes);
                 Ok(Self::sqlite(sqlite))
             }
-            other => Err(OpenError::Unsupported(format!(
-                "{} storage is not available in this build",
-                other.kind()
-            ))),
+            StorageUrl::MySql(raw) => {
+                let connect = artisync_mysql::parse_url(raw, "the database URL")?;
+                let pool = artisync_mysql::PoolSettings {
+                    max_connections: options.max_connections,
+                    acquire_timeout: options.acquire_timeout,
+                    max_lifetime: options.max_lifetime,
+                };
+                let mysql = artisync_mysql::MySqlBackend::connect(connect, &pool)
+                    .await?
+                    .with_inline_artifact_limit(options.inline_artifact_max_bytes);
+                Ok(Self::mysql(mysql))
+            }
         }
+    }
+
+    /// MySQL holds everything but the persistence store (DESIGN.md §10):
+    /// the traffic manager takes it from PostgreSQL or SQLite
+    /// ([`Storage::with_object_store_of`]).
+    fn mysql(mysql: artisync_mysql::MySqlBackend) -> Storage {
+        let shared = Arc::new(mysql.clone());
+        Storage {
+            artifacts: shared.clone(),
+            outbox: shared.clone(),
+            desired: shared.clone(),
+            object_store: None,
+            health: shared,
+            kind: Kind::MySql(mysql),
+            companion: None,
+        }
+    }
+
+    /// Whether this storage can hold the persistence store itself.
+    pub fn holds_object_store(&self) -> bool {
+        self.object_store.is_some()
+    }
+
+    /// This storage, with the persistence store of `other` (PostgreSQL or
+    /// SQLite), which is closed with it. Readiness checks both.
+    pub fn with_object_store_of(mut self, other: Storage) -> Result<Storage, OpenError> {
+        let object_store = other.object_store.clone().ok_or_else(|| {
+            OpenError::Unsupported(
+                "the persistence store needs PostgreSQL or SQLite (object_store.database_url)"
+                    .to_owned(),
+            )
+        })?;
+        self.object_store = Some(object_store);
+        self.health = Arc::new(BothHealthy(self.health.clone(), other.health.clone()));
+        self.companion = Some(Box::new(other));
+        Ok(self)
     }
 
     fn sqlite(sqlite: artisync_sqlite::SqliteBackend) -> Storage {
@@ -77,6 +127,7 @@ impl Storage {
             object_store: Some(shared.clone()),
             health: shared,
             kind: Kind::Sqlite(sqlite),
+            companion: None,
         }
     }
 
@@ -101,6 +152,30 @@ impl Storage {
                 Ok((Self::postgres_storage(pg), Some(watch)))
             }
         }
+    }
+
+    /// The traffic manager's storage: what `source` names, with the
+    /// persistence store of `object_store` when given (it is required when
+    /// `source` is MySQL, which does not hold one).
+    pub async fn open_for_traffic_manager(
+        source: &DatabaseSource,
+        object_store: Option<&StorageUrl>,
+        options: &StorageOptions,
+        shutdown: CancellationToken,
+    ) -> Result<(Storage, Option<JoinHandle<()>>), OpenError> {
+        let (storage, watch) = Self::open_source(source, options, shutdown).await?;
+        let Some(url) = object_store else {
+            return Ok((storage, watch));
+        };
+        let other = match Self::open(url, options).await {
+            Ok(other) => other,
+            Err(e) => {
+                storage.close().await;
+                return Err(e);
+            }
+        };
+        tracing::info!(storage = url.kind(), object_store = ?url, "the persistence store has its own database");
+        Ok((storage.with_object_store_of(other)?, watch))
     }
 
     async fn postgres(
@@ -135,6 +210,7 @@ impl Storage {
             object_store: Some(shared.clone()),
             health: shared,
             kind: Kind::Postgres(pg),
+            companion: None,
         }
     }
 
@@ -169,6 +245,10 @@ impl Storage {
         match &self.kind {
             Kind::Postgres(pg) => pg.close().await,
             Kind::Sqlite(sqlite) => sqlite.close().await,
+            Kind::MySql(mysql) => mysql.close().await,
+        }
+        if let Some(companion) = &self.companion {
+            Box::pin(companion.close()).await;
         }
     }
 
@@ -190,7 +270,19 @@ impl Storage {
 pub async fn ensure_database(url: &StorageUrl) -> Result<Option<String>, OpenError> {
     match url {
         StorageUrl::Postgres(raw) => Ok(artisync_postgres::ensure_database(raw).await?),
-        _ => Ok(None),
+        StorageUrl::MySql(raw) => Ok(artisync_mysql::ensure_database(raw).await?),
+        StorageUrl::Sqlite(_) => Ok(None),
+    }
+}
+
+/// Ready when both storages are.
+struct BothHealthy(Arc<dyn Health>, Arc<dyn Health>);
+
+#[async_trait::async_trait]
+impl Health for BothHealthy {
+    async fn check(&self) -> Result<(), artisync_ports::StoreError> {
+        self.0.check().await?;
+        self.1.check().await
     }
 }
 

@@ -39,8 +39,9 @@ pub async fn traffic_manager(
     settings: artisync_traffic_manager::config::Settings,
 ) -> anyhow::Result<Started> {
     let shutdown = CancellationToken::new();
-    let (storage, watch) = Storage::open_source(
+    let (storage, watch) = Storage::open_for_traffic_manager(
         &settings.database_source,
+        settings.object_store_url.as_ref(),
         &settings.storage_options(),
         shutdown.clone(),
     )

@@ -205,6 +205,12 @@ impl ExternalCluster {
         Self::start(TestEnv::new().await?, "PostgreSQL + RabbitMQ").await
     }
 
+    /// MariaDB (or MySQL) and RabbitMQ; the persistence store on a SQLite
+    /// file in the work dir.
+    pub async fn mysql() -> anyhow::Result<ExternalCluster> {
+        Self::start(TestEnv::mysql().await?, "MariaDB + RabbitMQ").await
+    }
+
     /// On `env`'s database and broker.
     pub async fn start(env: TestEnv, backends: &'static str) -> anyhow::Result<ExternalCluster> {
         let mut gateways = Vec::new();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::postgres::TestDatabase;
+use crate::{mysql, postgres};
 use anyhow::{Context, bail};
 use artisync_cli::client::{GatewayAdminClient, PublisherClient};
 use artisync_cli::cluster::{Cluster, ClusterSpec, GatewaySpec, free_port, random_token};
@@ -20,10 +20,56 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// A test's own database, on PostgreSQL or MySQL/MariaDB.
+pub struct EnvDatabase {
+    pub name: String,
+    pub url: String,
+    owner: Owner,
+}
+
+enum Owner {
+    Postgres(postgres::TestDatabase),
+    MySql(mysql::TestDatabase),
+}
+
+impl EnvDatabase {
+    /// A pool on the PostgreSQL database (an error on MySQL).
+    pub async fn pool(&self) -> Result<sqlx::PgPool, sqlx::Error> {
+        match &self.owner {
+            Owner::Postgres(db) => db.pool().await,
+            Owner::MySql(_) => Err(sqlx::Error::Configuration(
+                "the test database is MySQL; use mysql_pool".into(),
+            )),
+        }
+    }
+
+    /// A pool on the MySQL database (an error on PostgreSQL).
+    pub async fn mysql_pool(&self) -> Result<sqlx::MySqlPool, sqlx::Error> {
+        match &self.owner {
+            Owner::MySql(db) => db.pool().await,
+            Owner::Postgres(_) => Err(sqlx::Error::Configuration(
+                "the test database is PostgreSQL; use pool".into(),
+            )),
+        }
+    }
+
+    /// The MySQL database itself (to create users in it).
+    pub fn mysql(&self) -> Option<&mysql::TestDatabase> {
+        match &self.owner {
+            Owner::MySql(db) => Some(db),
+            Owner::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_mysql(&self) -> bool {
+        matches!(self.owner, Owner::MySql(_))
+    }
+}
+
 /// One test's world: its own database, exchange, queue prefix and work
 /// directory, all removed when it is dropped.
 pub struct TestEnv {
-    pub db: TestDatabase,
+    pub db: EnvDatabase,
     pub amqp_url: String,
     pub exchange: String,
     pub queue_prefix: String,
@@ -32,10 +78,31 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// On PostgreSQL (and RabbitMQ).
     pub async fn new() -> anyhow::Result<TestEnv> {
-        let db = TestDatabase::create_empty()
+        let db = postgres::TestDatabase::create_empty()
             .await
             .context("creating the test database (is PostgreSQL running?)")?;
+        Self::on(EnvDatabase {
+            name: db.name.clone(),
+            url: db.url.clone(),
+            owner: Owner::Postgres(db),
+        })
+    }
+
+    /// On MySQL / MariaDB (and RabbitMQ).
+    pub async fn mysql() -> anyhow::Result<TestEnv> {
+        let db = mysql::TestDatabase::create_empty()
+            .await
+            .context("creating the test database (is MariaDB running?)")?;
+        Self::on(EnvDatabase {
+            name: db.name.clone(),
+            url: db.url.clone(),
+            owner: Owner::MySql(db),
+        })
+    }
+
+    fn on(db: EnvDatabase) -> anyhow::Result<TestEnv> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let work_dir = std::env::temp_dir().join(format!("artisync-e2e-{id}"));
         std::fs::create_dir_all(&work_dir)?;

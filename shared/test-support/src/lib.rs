@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod env;
 pub mod fault;
 pub mod fixtures;
+pub mod mysql;
 pub mod postgres;
 pub mod up;
 

@@ -55,6 +55,11 @@ impl TestDatabase {
     }
 }
 
+/// `server_url` with its database (the path) replaced by `database`.
+pub fn with_database(server_url: &str, database: &str) -> String {
+    options_to_url(server_url, database)
+}
+
 /// Replaces the database name (the last path segment) of a URL.
 fn options_to_url(server_url: &str, database: &str) -> String {
     let (base, query) = match server_url.split_once('?') {

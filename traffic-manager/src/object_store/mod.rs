@@ -60,6 +60,14 @@ pub struct ClientIdentity(pub String);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreConfig {
+    /// Where the persistence store's data is, when not in `[database]`:
+    /// `postgres://…` or `sqlite://PATH`. MySQL does not hold it, so with
+    /// a MySQL `[database]` it defaults to
+    /// `sqlite://artisync-object-store.db` (in the working directory):
+    /// give every traffic manager replica the same PostgreSQL here
+    /// instead, so that they share one store.
+    #[serde(default)]
+    pub database_url: Option<String>,
     /// Seconds between two runs of the job that deletes expired items.
     /// Default 3600 (60 minutes). Expired items are invisible before that.
     #[serde(default = "default_purge_interval_seconds")]
@@ -101,6 +109,7 @@ fn default_max_value_bytes() -> usize {
 impl Default for ObjectStoreConfig {
     fn default() -> Self {
         ObjectStoreConfig {
+            database_url: None,
             purge_interval_seconds: default_purge_interval_seconds(),
             purge_batch_size: default_purge_batch_size(),
             rate_limit_per_second: None,
