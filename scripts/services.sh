@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the local PostgreSQL and RabbitMQ the tests use are running,
-# starting them if needed. Idempotent.
+# Makes sure the local PostgreSQL, MariaDB and RabbitMQ the tests use are
+# running, starting them if needed. Idempotent.
 set -euo pipefail
 
 wait_for() { # description, command...
@@ -21,6 +21,13 @@ if ! pg_up; then
   wait_for PostgreSQL pg_up
 fi
 
+mariadb_up() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1; }
+if ! mariadb_up; then
+  echo "starting MariaDB ..."
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  wait_for MariaDB mariadb_up
+fi
+
 amqp_port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
 if ! amqp_port_open; then
   echo "starting RabbitMQ ..."
@@ -29,4 +36,4 @@ if ! amqp_port_open; then
   # The port opens before the broker accepts connections.
   wait_for "RabbitMQ application" rabbitmq-diagnostics -q check_running
 fi
-echo "PostgreSQL and RabbitMQ are up"
+echo "PostgreSQL, MariaDB and RabbitMQ are up"

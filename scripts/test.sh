@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against the real PostgreSQL and RabbitMQ,
+# Runs the whole test suite against the real PostgreSQL, MariaDB and RabbitMQ,
 # starting them first if they are not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."

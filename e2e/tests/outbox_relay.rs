@@ -1,12 +1,13 @@
-//! The outbox relay against the real RabbitMQ and PostgreSQL (DESIGN.md §4,
-//! §5): events committed while the broker is unreachable are delivered in
+//! The outbox relay against the real RabbitMQ, on PostgreSQL and on
+//! MariaDB (DESIGN.md §4, §5): events committed while the broker is unreachable are delivered in
 //! order once it is back, and a relay stopped or killed mid-way and
 //! restarted loses none (delivery is at-least-once: duplicates are allowed
 //! and counted, never missing events or a first delivery out of order).
 //!
 //! The relay runs with a 60 s polling fallback, so every delivery within
-//! the deadlines below is driven by the commit notification or the retry
-//! after a broker failure, not by polling.
+//! the deadlines below is driven by the commit notification (LISTEN/NOTIFY
+//! on PostgreSQL, the in-process notification of local commits on MySQL)
+//! or the retry after a broker failure, not by polling.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,16 @@ use artisync_domain::topology::Topology;
 use artisync_domain::{ApiId, GatewayLabel, Sha256Digest};
 use artisync_e2e::fault::TcpFaultProxy;
 use artisync_e2e::{TestEnv, eventually, mock_api};
-use artisync_ports::ArtifactStore;
+use artisync_mysql::MySqlBackend;
 use artisync_ports::artifacts::{ChangeContext, NewArtifact};
+use artisync_ports::{ArtifactStore, Outbox};
 use artisync_postgres::PgBackend;
 use artisync_publisher::relay::OutboxRelay;
 use artisync_rabbitmq::{RabbitPublisher, declare_exchange};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use sqlx::{PgPool, Row};
+use sqlx::{MySqlPool, PgPool, Row};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -205,7 +207,7 @@ impl Observer {
 /// is a new revision of one API deployed to every label (one outbox row
 /// per label).
 struct Writer {
-    store: PgBackend,
+    store: Arc<dyn ArtifactStore>,
     api: ApiId,
     revision: u32,
     labels: Vec<GatewayLabel>,
@@ -223,8 +225,8 @@ fn artifact(xml: &str) -> anyhow::Result<NewArtifact> {
 }
 
 impl Writer {
-    async fn new(pool: &PgPool, labels: &[String]) -> anyhow::Result<Writer> {
-        let store = PgBackend::from_pool(pool.clone());
+    async fn new(db: &Db, labels: &[String]) -> anyhow::Result<Writer> {
+        let store = db.store();
         let api = store
             .create_api(artifact(&mock_api("Relay", "/relay", "r1"))?)
             .await?
@@ -267,17 +269,13 @@ impl Writer {
 }
 
 /// A relay as the publisher runs it, publishing to `amqp_url`.
-fn spawn_relay(
-    pool: &PgPool,
-    amqp_url: &str,
-    env: &TestEnv,
-) -> (CancellationToken, JoinHandle<()>) {
+fn spawn_relay(db: &Db, amqp_url: &str, env: &TestEnv) -> (CancellationToken, JoinHandle<()>) {
     let topology = Topology {
         exchange: env.exchange.clone(),
         queue_prefix: env.queue_prefix.clone(),
     };
     let relay = OutboxRelay::new(
-        Arc::new(PgBackend::from_pool(pool.clone())),
+        db.outbox(),
         Box::new(RabbitPublisher::new(amqp_url.to_owned(), topology)),
         POLL_FALLBACK,
         Duration::from_secs(24 * 3600),
@@ -287,54 +285,166 @@ fn spawn_relay(
     (token, task)
 }
 
-async fn setup() -> anyhow::Result<(TestEnv, PgPool)> {
-    let env = TestEnv::new().await?;
+/// Which database the outbox is on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Postgres,
+    MySql,
+}
+
+/// The test's database, as the publisher opened it.
+#[derive(Clone)]
+enum Db {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+impl Db {
+    /// The publisher's store; its commits wake the relays of this process.
+    fn store(&self) -> Arc<dyn ArtifactStore> {
+        match self {
+            Db::Postgres(pool) => Arc::new(PgBackend::from_pool(pool.clone())),
+            Db::MySql(pool) => Arc::new(MySqlBackend::from_pool(pool.clone())),
+        }
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        match self {
+            Db::Postgres(pool) => Arc::new(PgBackend::from_pool(pool.clone())),
+            Db::MySql(pool) => Arc::new(MySqlBackend::from_pool(pool.clone())),
+        }
+    }
+
+    /// Marking events sent fails from now on (a trigger raises).
+    async fn fail_marking_sent(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN RAISE EXCEPTION 'injected failure marking events sent'; END; $$",
+                )
+                .execute(pool)
+                .await?;
+                sqlx::query(
+                    "CREATE TRIGGER test_fail BEFORE UPDATE ON outbox
+                     FOR EACH ROW EXECUTE FUNCTION test_fail()",
+                )
+                .execute(pool)
+                .await?;
+            }
+            Db::MySql(pool) => {
+                sqlx::raw_sql(
+                    "CREATE TRIGGER test_fail BEFORE UPDATE ON outbox FOR EACH ROW
+                     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected failure marking events sent'",
+                )
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn heal_marking_sent(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(pool) => {
+                sqlx::query("DROP TRIGGER test_fail ON outbox")
+                    .execute(pool)
+                    .await?;
+            }
+            Db::MySql(pool) => {
+                sqlx::raw_sql("DROP TRIGGER test_fail")
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        match self {
+            Db::Postgres(pool) => pool.close().await,
+            Db::MySql(pool) => pool.close().await,
+        }
+    }
+}
+
+async fn setup(kind: Kind) -> anyhow::Result<(TestEnv, Db)> {
+    let pool = artisync_postgres::PoolSettings {
+        max_connections: 5,
+        ..Default::default()
+    };
     // Connects and applies the schema, as the publisher does.
-    let backend = PgBackend::connect(
-        artisync_postgres::parse_url(&env.db.url, "test")?,
-        &artisync_postgres::PoolSettings {
-            max_connections: 5,
-            ..Default::default()
-        },
-    )
-    .await
-    .context("test database")?;
-    let pool = backend.pool().clone();
-    Ok((env, pool))
+    Ok(match kind {
+        Kind::Postgres => {
+            let env = TestEnv::new().await?;
+            let backend =
+                PgBackend::connect(artisync_postgres::parse_url(&env.db.url, "test")?, &pool)
+                    .await
+                    .context("test database")?;
+            let pool = backend.pool().clone();
+            (env, Db::Postgres(pool))
+        }
+        Kind::MySql => {
+            let env = TestEnv::mysql().await?;
+            let backend = MySqlBackend::connect(
+                artisync_mysql::parse_url(&env.db.url, "test")?,
+                &artisync_mysql::PoolSettings {
+                    max_connections: pool.max_connections,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("test database")?;
+            let pool = backend.pool().clone();
+            (env, Db::MySql(pool))
+        }
+    })
 }
 
 fn labels(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("Relay label {i}")).collect()
 }
 
-async fn unsent(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(pool)
-            .await?,
-    )
+async fn unsent(db: &Db) -> anyhow::Result<i64> {
+    const SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
+    Ok(match db {
+        Db::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+        Db::MySql(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await?,
+    })
 }
 
 /// event id -> outbox id, for every committed event.
-async fn outbox_ids(pool: &PgPool) -> anyhow::Result<HashMap<Uuid, i64>> {
-    Ok(sqlx::query("SELECT event_id, id FROM outbox")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| (r.get("event_id"), r.get("id")))
-        .collect())
+async fn outbox_ids(db: &Db) -> anyhow::Result<HashMap<Uuid, i64>> {
+    const SQL: &str = "SELECT event_id, id FROM outbox";
+    Ok(match db {
+        Db::Postgres(pool) => sqlx::query(SQL)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| (r.get("event_id"), r.get("id")))
+            .collect(),
+        Db::MySql(pool) => sqlx::query(SQL)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let id: &str = r.get("event_id");
+                Ok((id.parse()?, r.get("id")))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    })
 }
 
 /// Waits until every committed event reached the observer and is marked
 /// sent.
-async fn wait_all_delivered(pool: &PgPool, observer: &Observer, what: &str) -> anyhow::Result<()> {
+async fn wait_all_delivered(db: &Db, observer: &Observer, what: &str) -> anyhow::Result<()> {
     eventually(what, DEADLINE, || async {
-        let committed: HashMap<Uuid, i64> = outbox_ids(pool).await?;
+        let committed: HashMap<Uuid, i64> = outbox_ids(db).await?;
         let received = observer.received();
         let all_arrived = committed
             .keys()
             .all(|id| received.iter().any(|r| r.event_id == *id));
-        Ok((all_arrived && unsent(pool).await? == 0).then_some(()))
+        Ok((all_arrived && unsent(db).await? == 0).then_some(()))
     })
     .await
 }
@@ -392,19 +502,19 @@ async fn proxy_refuses(proxy: &TcpFaultProxy) -> anyhow::Result<Option<()>> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_committed_while_the_broker_is_unreachable_arrive_in_order_when_it_is_back()
--> anyhow::Result<()> {
-    let (env, pool) = setup().await?;
+async fn events_committed_while_the_broker_is_unreachable_arrive_in_order_when_it_is_back(
+    kind: Kind,
+) -> anyhow::Result<()> {
+    let (env, db) = setup(kind).await?;
     let labels = labels(2);
     let observer = Observer::start(&env, &labels).await?;
     let proxy = TcpFaultProxy::start(env.amqp_addr()?).await?;
-    let (relay, relay_task) = spawn_relay(&pool, &env.amqp_url_through(proxy.addr)?, &env);
-    let mut writer = Writer::new(&pool, &labels).await?;
+    let (relay, relay_task) = spawn_relay(&db, &env.amqp_url_through(proxy.addr)?, &env);
+    let mut writer = Writer::new(&db, &labels).await?;
 
     // The relay is connected through the proxy and delivering.
     writer.change().await?;
-    wait_all_delivered(&pool, &observer, "the first events").await?;
+    wait_all_delivered(&db, &observer, "the first events").await?;
     let before = observer.count();
     assert_eq!(before, labels.len());
 
@@ -422,7 +532,7 @@ async fn events_committed_while_the_broker_is_unreachable_arrive_in_order_when_i
     let watch_until = tokio::time::Instant::now() + Duration::from_secs(2);
     while tokio::time::Instant::now() < watch_until {
         assert_eq!(
-            unsent(&pool).await?,
+            unsent(&db).await?,
             during as i64,
             "events marked sent while the broker was unreachable"
         );
@@ -436,8 +546,8 @@ async fn events_committed_while_the_broker_is_unreachable_arrive_in_order_when_i
 
     // Back: all of them arrive, in commit order, and are marked sent.
     proxy.heal();
-    wait_all_delivered(&pool, &observer, "the events committed during the outage").await?;
-    let committed = outbox_ids(&pool).await?;
+    wait_all_delivered(&db, &observer, "the events committed during the outage").await?;
+    let committed = outbox_ids(&db).await?;
     let received = observer.received();
     let duplicates = check_history(&received, &committed)?;
     // Nothing failed while they were being delivered: each arrived once.
@@ -457,37 +567,36 @@ async fn events_committed_while_the_broker_is_unreachable_arrive_in_order_when_i
     relay.cancel();
     tokio::time::timeout(DEADLINE, relay_task).await??;
     observer.close().await?;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_stopped_mid_way_and_restarted_loses_no_event() -> anyhow::Result<()> {
-    let (env, pool) = setup().await?;
+async fn a_relay_stopped_mid_way_and_restarted_loses_no_event(kind: Kind) -> anyhow::Result<()> {
+    let (env, db) = setup(kind).await?;
     let labels = labels(3);
     let observer = Observer::start(&env, &labels).await?;
-    let mut writer = Writer::new(&pool, &labels).await?;
+    let mut writer = Writer::new(&db, &labels).await?;
 
     // A first relay delivers a first part (woken by each commit).
-    let (relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    let (relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
     let first = writer.changes(5).await?;
-    wait_all_delivered(&pool, &observer, "the first part").await?;
+    wait_all_delivered(&db, &observer, "the first part").await?;
     assert_eq!(observer.count(), first);
 
     // It stops; more is committed while no relay runs.
     relay.cancel();
     tokio::time::timeout(DEADLINE, relay_task).await??;
     let second = writer.changes(5).await?;
-    assert_eq!(unsent(&pool).await?, second as i64);
+    assert_eq!(unsent(&db).await?, second as i64);
 
     // A new relay sends the rest at start-up.
-    let (relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
-    wait_all_delivered(&pool, &observer, "the events committed between the relays").await?;
+    let (relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
+    wait_all_delivered(&db, &observer, "the events committed between the relays").await?;
     // And keeps going with new commits.
     let third = writer.changes(3).await?;
-    wait_all_delivered(&pool, &observer, "the events after the restart").await?;
+    wait_all_delivered(&db, &observer, "the events after the restart").await?;
 
-    let committed = outbox_ids(&pool).await?;
+    let committed = outbox_ids(&db).await?;
     assert_eq!(committed.len(), first + second + third);
     let received = observer.received();
     let duplicates = check_history(&received, &committed)?;
@@ -499,25 +608,24 @@ async fn a_relay_stopped_mid_way_and_restarted_loses_no_event() -> anyhow::Resul
     relay.cancel();
     tokio::time::timeout(DEADLINE, relay_task).await??;
     observer.close().await?;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_killed_mid_batch_and_restarted_loses_no_event() -> anyhow::Result<()> {
-    let (env, pool) = setup().await?;
+async fn a_relay_killed_mid_batch_and_restarted_loses_no_event(kind: Kind) -> anyhow::Result<()> {
+    let (env, db) = setup(kind).await?;
     // 20 labels x 30 changes: 600 events, more than two of the relay's
     // batches, waiting before any relay runs.
     let labels = labels(20);
     let observer = Observer::start(&env, &labels).await?;
-    let mut writer = Writer::new(&pool, &labels).await?;
+    let mut writer = Writer::new(&db, &labels).await?;
     let backlog = writer.changes(30).await?;
-    assert_eq!(unsent(&pool).await?, backlog as i64);
+    assert_eq!(unsent(&db).await?, backlog as i64);
 
     // A relay starts on the backlog and is killed (aborted, as in a crash)
     // as soon as the first events arrive: mid-publish or between publishing
     // and marking them sent.
-    let (_relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    let (_relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while observer.count() == 0 {
         ensure!(
@@ -529,14 +637,14 @@ async fn a_relay_killed_mid_batch_and_restarted_loses_no_event() -> anyhow::Resu
     relay_task.abort();
     let _ = relay_task.await;
     let at_kill = observer.count();
-    let unsent_at_kill = unsent(&pool).await?;
+    let unsent_at_kill = unsent(&db).await?;
 
     // More commits while no relay runs, then a new relay.
     let more = writer.changes(10).await?;
-    let (relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
-    wait_all_delivered(&pool, &observer, "every event after the restart").await?;
+    let (relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
+    wait_all_delivered(&db, &observer, "every event after the restart").await?;
 
-    let committed = outbox_ids(&pool).await?;
+    let committed = outbox_ids(&db).await?;
     assert_eq!(committed.len(), backlog + more);
     let received = observer.received();
     let duplicates = check_history(&received, &committed)?;
@@ -549,34 +657,23 @@ async fn a_relay_killed_mid_batch_and_restarted_loses_no_event() -> anyhow::Resu
     relay.cancel();
     tokio::time::timeout(DEADLINE, relay_task).await??;
     observer.close().await?;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restart()
--> anyhow::Result<()> {
-    let (env, pool) = setup().await?;
+async fn a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restart(
+    kind: Kind,
+) -> anyhow::Result<()> {
+    let (env, db) = setup(kind).await?;
     let labels = labels(10);
     let observer = Observer::start(&env, &labels).await?;
-    let mut writer = Writer::new(&pool, &labels).await?;
+    let mut writer = Writer::new(&db, &labels).await?;
     let backlog = writer.changes(30).await?;
 
     // Marking events sent fails: the relay publishes a batch, cannot record
     // it, and tries again, the state a crash right after publishing leaves.
-    sqlx::query(
-        "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN RAISE EXCEPTION 'injected failure marking events sent'; END; $$",
-    )
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "CREATE TRIGGER test_fail BEFORE UPDATE ON outbox
-         FOR EACH ROW EXECUTE FUNCTION test_fail()",
-    )
-    .execute(&pool)
-    .await?;
-    let (_relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    db.fail_marking_sent().await?;
+    let (_relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
     eventually("a first batch to be published", DEADLINE, || async {
         Ok((observer.count() >= 256).then_some(()))
     })
@@ -584,20 +681,18 @@ async fn a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restar
     relay_task.abort();
     let _ = relay_task.await;
     assert_eq!(
-        unsent(&pool).await?,
+        unsent(&db).await?,
         backlog as i64,
         "nothing can have been marked sent"
     );
 
     // The database recovers; more is committed; a new relay starts.
-    sqlx::query("DROP TRIGGER test_fail ON outbox")
-        .execute(&pool)
-        .await?;
+    db.heal_marking_sent().await?;
     let more = writer.changes(5).await?;
-    let (relay, relay_task) = spawn_relay(&pool, &env.amqp_url, &env);
-    wait_all_delivered(&pool, &observer, "every event after the restart").await?;
+    let (relay, relay_task) = spawn_relay(&db, &env.amqp_url, &env);
+    wait_all_delivered(&db, &observer, "every event after the restart").await?;
 
-    let committed = outbox_ids(&pool).await?;
+    let committed = outbox_ids(&db).await?;
     assert_eq!(committed.len(), backlog + more);
     let received = observer.received();
     let duplicates = check_history(&received, &committed)?;
@@ -612,49 +707,64 @@ async fn a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restar
     relay.cancel();
     tokio::time::timeout(DEADLINE, relay_task).await??;
     observer.close().await?;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
-/// How many sessions of this test's database hold an advisory lock.
-async fn relay_leaders(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await?)
+/// How many sessions of this test's database hold the relay's lock.
+async fn relay_leaders(db: &Db) -> anyhow::Result<i64> {
+    Ok(match db {
+        Db::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                 WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+            )
+            .fetch_one(pool)
+            .await?
+        }
+        // GET_LOCK locks are named: the relay's is held by one session or
+        // by none.
+        Db::MySql(pool) => {
+            sqlx::query_scalar(
+                "SELECT CAST(COUNT(IS_USED_LOCK(CONCAT('artisync_relay_', MD5(DATABASE()))))
+                        AS SIGNED)",
+            )
+            .fetch_one(pool)
+            .await?
+        }
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_dies() -> anyhow::Result<()> {
-    let (env, pool) = setup().await?;
+async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_dies(
+    kind: Kind,
+) -> anyhow::Result<()> {
+    let (env, db) = setup(kind).await?;
     let labels = labels(4);
     let observer = Observer::start(&env, &labels).await?;
-    let mut writer = Writer::new(&pool, &labels).await?;
+    let mut writer = Writer::new(&db, &labels).await?;
 
     // The first relay leads; the second, started once the first has
     // delivered, stands by.
-    let (_first, first_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    let (_first, first_task) = spawn_relay(&db, &env.amqp_url, &env);
     let first = writer.changes(3).await?;
-    wait_all_delivered(&pool, &observer, "the first part").await?;
-    let (second, second_task) = spawn_relay(&pool, &env.amqp_url, &env);
+    wait_all_delivered(&db, &observer, "the first part").await?;
+    let (second, second_task) = spawn_relay(&db, &env.amqp_url, &env);
 
     // Both are woken by every commit; one publishes, so the events still
     // arrive in order.
     let both = writer.changes(40).await?;
-    wait_all_delivered(&pool, &observer, "the events while both relays run").await?;
-    assert_eq!(relay_leaders(&pool).await?, 1, "exactly one relay leads");
+    wait_all_delivered(&db, &observer, "the events while both relays run").await?;
+    assert_eq!(relay_leaders(&db).await?, 1, "exactly one relay leads");
 
     // The leader dies (aborted, as in a crash): its session ends, and the
     // standby takes over for what is committed next.
     first_task.abort();
     let _ = first_task.await;
     let after = writer.changes(10).await?;
-    wait_all_delivered(&pool, &observer, "the events after the leader died").await?;
-    assert_eq!(relay_leaders(&pool).await?, 1, "the standby leads now");
+    wait_all_delivered(&db, &observer, "the events after the leader died").await?;
+    assert_eq!(relay_leaders(&db).await?, 1, "the standby leads now");
 
-    let committed = outbox_ids(&pool).await?;
+    let committed = outbox_ids(&db).await?;
     assert_eq!(committed.len(), first + both + after);
     let received = observer.received();
     let duplicates = check_history(&received, &committed)?;
@@ -666,11 +776,40 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_dies() -> 
     second.cancel();
     tokio::time::timeout(DEADLINE, second_task).await??;
     assert_eq!(
-        relay_leaders(&pool).await?,
+        relay_leaders(&db).await?,
         0,
         "a relay that stops releases the lead"
     );
     observer.close().await?;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
+
+macro_rules! on_every_database {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Kind::Postgres).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Kind::MySql).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_database!(
+    events_committed_while_the_broker_is_unreachable_arrive_in_order_when_it_is_back,
+    a_relay_stopped_mid_way_and_restarted_loses_no_event,
+    a_relay_killed_mid_batch_and_restarted_loses_no_event,
+    a_relay_that_dies_between_publishing_and_marking_sent_resends_on_restart,
+    of_two_relays_one_publishes_and_the_other_takes_over_when_it_dies,
+);

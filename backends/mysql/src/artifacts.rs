@@ -12,8 +12,10 @@ use artisync_domain::api::{
     RevisionInfo,
 };
 use artisync_domain::event::{DeploymentEvent, EventType};
+use artisync_domain::receipt::Receipt;
 use artisync_domain::{ApiId, GatewayLabel, Revision};
 use artisync_ports::artifacts::{ChangeContext, NewArtifact, StoredArtifact, UpdateOutcome};
+use artisync_ports::receipts::PropagationSample;
 use artisync_ports::rules::{self, ApiIdentity, NodeReportRow};
 use artisync_ports::{ArtifactStore, StoreError};
 use async_trait::async_trait;
@@ -163,7 +165,7 @@ pub(crate) async fn write_events(
         upsert = upsert.bind(label.to_owned()).bind(sequence);
     }
     upsert.execute(&mut *conn).await?;
-    Ok(())
+    crate::receipts::record_change(conn, events).await
 }
 
 fn summary_from_row(row: &MySqlRow) -> Result<ApiSummary> {
@@ -743,5 +745,21 @@ impl ArtifactStore for MySqlBackend {
         stale_after: Duration,
     ) -> std::result::Result<Vec<GatewaySummary>, StoreError> {
         Ok(gateways(&self.pool, stale_after).await?)
+    }
+
+    async fn receipt(
+        &self,
+        sequence: i64,
+        stale_after: Duration,
+    ) -> std::result::Result<Option<Receipt>, StoreError> {
+        Ok(crate::receipts::receipt(&self.pool, sequence, stale_after).await?)
+    }
+
+    async fn propagation_samples(
+        &self,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> std::result::Result<Vec<PropagationSample>, StoreError> {
+        Ok(crate::receipts::propagation_samples(&self.pool, after, limit).await?)
     }
 }

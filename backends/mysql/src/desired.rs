@@ -232,14 +232,29 @@ async fn record_status(conn: &mut MySqlConnection, report: &GatewayStatusReport)
         } else {
             ""
         };
+        // MySQL applies the assignments left to right, each seeing the
+        // ones before it: `applied_at` comes first, while `revision` is
+        // still the stored one.
         let sql = format!(
             "INSERT INTO gateway_api_states
-                (node_id, api_id, revision, sha256, status, error, attempts, updated_at, report_mark)
+                (node_id, api_id, revision, sha256, status, error, attempts, updated_at,
+                 report_mark, applied_at)
              VALUES {}
-             ON DUPLICATE KEY UPDATE revision = VALUES(revision), sha256 = VALUES(sha256),
+             ON DUPLICATE KEY UPDATE
+                -- When the node started serving what it serves now.
+                applied_at = CASE
+                    WHEN VALUES(status) <> 'DEPLOYED' THEN applied_at
+                    WHEN revision <=> VALUES(revision) AND applied_at IS NOT NULL THEN applied_at
+                    ELSE UTC_TIMESTAMP(6) END,
+                revision = VALUES(revision), sha256 = VALUES(sha256),
                 status = VALUES(status), error = VALUES(error), attempts = VALUES(attempts),
                 updated_at = VALUES(updated_at){mark_update}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), ?)"; chunk.len()].join(", ")
+            vec![
+                "(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), ?, \
+                  CASE WHEN ? = 'DEPLOYED' THEN UTC_TIMESTAMP(6) END)";
+                chunk.len()
+            ]
+            .join(", ")
         );
         let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for api in chunk {
@@ -251,7 +266,8 @@ async fn record_status(conn: &mut MySqlConnection, report: &GatewayStatusReport)
                 .bind(api.status.as_str())
                 .bind(api.error.clone())
                 .bind(i32::try_from(api.attempts).unwrap_or(i32::MAX))
-                .bind(mark);
+                .bind(mark)
+                .bind(api.status.as_str());
         }
         upsert.execute(&mut *conn).await?;
     }

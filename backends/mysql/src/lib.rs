@@ -15,8 +15,11 @@ mod artifacts;
 mod desired;
 mod error;
 mod outbox;
+mod receipts;
 mod setup;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use artisync_ports::{Health, StoreError};
@@ -129,9 +132,9 @@ pub struct MySqlBackend {
     pool: MySqlPool,
     /// Deploy events carry artifacts up to this size.
     inline_artifact_max_bytes: usize,
-    /// Counts commits that wrote outbox rows through this backend; the
-    /// relay's sessions wait on it.
-    outbox_commits: std::sync::Arc<watch::Sender<u64>>,
+    /// Counts commits that wrote outbox rows through any backend of this
+    /// process on the same database; the relay's sessions wait on it.
+    outbox_commits: Arc<watch::Sender<u64>>,
 }
 
 impl MySqlBackend {
@@ -179,10 +182,11 @@ impl MySqlBackend {
     /// On a pool made elsewhere (its schema already migrated; its
     /// connections set up by [`pool_options`]).
     pub fn from_pool(pool: MySqlPool) -> Self {
+        let outbox_commits = commits_of(&pool);
         MySqlBackend {
             pool,
             inline_artifact_max_bytes: Self::DEFAULT_INLINE_ARTIFACT_MAX_BYTES,
-            outbox_commits: std::sync::Arc::new(watch::Sender::new(0)),
+            outbox_commits,
         }
     }
 
@@ -216,6 +220,31 @@ impl Health for MySqlBackend {
             .map(|_| ())
             .map_err(error::db)
     }
+}
+
+/// The commit counter of the database `pool` reaches: one per database
+/// in this process, whichever backend value (or pool) commits, so that
+/// every relay of the process on that database is woken.
+fn commits_of(pool: &MySqlPool) -> Arc<watch::Sender<u64>> {
+    static COMMITS: OnceLock<Mutex<HashMap<String, Weak<watch::Sender<u64>>>>> = OnceLock::new();
+    let options = pool.connect_options();
+    let key = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    );
+    let mut commits = COMMITS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(existing) = commits.get(&key).and_then(Weak::upgrade) {
+        return existing;
+    }
+    commits.retain(|_, w| w.strong_count() > 0);
+    let fresh = Arc::new(watch::Sender::new(0));
+    commits.insert(key, Arc::downgrade(&fresh));
+    fresh
 }
 
 /// `?, ?, ?` for `n` values (`NULL` for none, which matches nothing in

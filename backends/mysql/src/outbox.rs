@@ -235,7 +235,14 @@ impl OutboxSession for MySqlOutboxSession {
     }
 
     async fn close(mut self: Box<Self>) {
-        if let Some(connection) = self.connection.take() {
+        if let Some(mut connection) = self.connection.take() {
+            if self.leading {
+                // Released now, not when the server notices the
+                // connection is gone.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DO RELEASE_LOCK({LOCK_NAME})")))
+                    .execute(&mut connection)
+                    .await;
+            }
             let _ = connection.close().await;
         }
     }
