@@ -94,6 +94,7 @@ fn deployed(api: ApiId, revision: Revision, sha256: Sha256Digest) -> AppliedApiS
         error: None,
         attempts: 0,
         next_retry_at: None,
+        applied_at: None,
     }
 }
 
@@ -126,7 +127,10 @@ async fn changes_receipts_and_reports(p: Ports) -> anyhow::Result<()> {
         .deploy(a.id, &[l1.clone(), l2.clone()], None, &ctx)
         .await?;
     let s1 = first.sequence.context("the deploy changed labels")?;
-    let again = p.store.deploy(a.id, &[l1.clone()], None, &ctx).await?;
+    let again = p
+        .store
+        .deploy(a.id, std::slice::from_ref(&l1), None, &ctx)
+        .await?;
     ensure!(again.sequence.is_none() && again.unchanged_labels == [l1.clone()]);
 
     let meta = p
@@ -271,7 +275,10 @@ async fn changes_receipts_and_reports(p: Ports) -> anyhow::Result<()> {
             && streamed[0].artifact.contains("a2"),
         "{streamed:?}"
     );
-    let single = p.desired.runtime_artifact(a.id, &[l2.clone()]).await?;
+    let single = p
+        .desired
+        .runtime_artifact(a.id, std::slice::from_ref(&l2))
+        .await?;
     ensure!(single.map(|s| s.api.revision) == Some(a.revision));
 
     // A removal has its receipt; deleting the API keeps the record.

@@ -245,13 +245,13 @@ async fn record_status(conn: &mut MySqlConnection, report: &GatewayStatusReport)
                 applied_at = CASE
                     WHEN VALUES(status) <> 'DEPLOYED' THEN applied_at
                     WHEN revision <=> VALUES(revision) AND applied_at IS NOT NULL THEN applied_at
-                    ELSE UTC_TIMESTAMP(6) END,
+                    ELSE VALUES(applied_at) END,
                 revision = VALUES(revision), sha256 = VALUES(sha256),
                 status = VALUES(status), error = VALUES(error), attempts = VALUES(attempts),
                 updated_at = VALUES(updated_at){mark_update}",
             vec![
                 "(?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), ?, \
-                  CASE WHEN ? = 'DEPLOYED' THEN UTC_TIMESTAMP(6) END)";
+                  CASE WHEN ? = 'DEPLOYED' THEN COALESCE(?, UTC_TIMESTAMP(6)) END)";
                 chunk.len()
             ]
             .join(", ")
@@ -267,7 +267,9 @@ async fn record_status(conn: &mut MySqlConnection, report: &GatewayStatusReport)
                 .bind(api.error.clone())
                 .bind(i32::try_from(api.attempts).unwrap_or(i32::MAX))
                 .bind(mark)
-                .bind(api.status.as_str());
+                .bind(api.status.as_str())
+                // The node's own time of the deploy, when it says.
+                .bind(api.applied_at);
         }
         upsert.execute(&mut *conn).await?;
     }

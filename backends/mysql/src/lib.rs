@@ -33,9 +33,38 @@ pub use error::BACKEND;
 pub use setup::ensure_database;
 pub use sqlx::mysql::MySqlConnectOptions;
 
-/// Embedded migrations from `migrations/mysql`. Running them concurrently
-/// from several processes is safe: sqlx serialises them with `GET_LOCK`.
+/// Embedded migrations from `migrations/mysql`; run them with [`migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/mysql");
+
+/// How long a process waits for another one's migrations to finish.
+const MIGRATION_LOCK_WAIT_SECONDS: i64 = 120;
+
+/// Runs [`MIGRATOR`], serialised across processes (a publisher and a
+/// traffic manager starting together on a new database) by a `GET_LOCK`
+/// lock of this database, held on the connection that migrates. sqlx's
+/// own lock waits with a timeout of -1, which MariaDB answers with NULL
+/// at once instead of waiting.
+pub async fn migrate(pool: &MySqlPool) -> Result<(), OpenError> {
+    const LOCK: &str = "CONCAT('artisync_migrate_', MD5(DATABASE()))";
+    let mut conn = pool.acquire().await.map_err(OpenError::Connect)?;
+    let took: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(GET_LOCK({LOCK}, {MIGRATION_LOCK_WAIT_SECONDS}) AS SIGNED)"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(OpenError::Connect)?;
+    if took != Some(1) {
+        return Err(OpenError::MigrationLock(MIGRATION_LOCK_WAIT_SECONDS));
+    }
+    // `run_direct` on the connection itself, which holds the lock (`run`
+    // on it trips over sqlx's "Acquire is not general enough" in callers'
+    // futures).
+    let result = MIGRATOR.run_direct(None, &mut *conn, false).await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DO RELEASE_LOCK({LOCK})")))
+        .execute(&mut *conn)
+        .await;
+    Ok(result?)
+}
 
 /// A pooled connection idle for longer than this is checked with a round
 /// trip before it is handed out.
@@ -109,6 +138,8 @@ pub enum OpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database name {0:?} must be letters, digits, '_' or '-'")]
     InvalidName(String),
+    #[error("another process kept migrating the MySQL schema for more than {0} s")]
+    MigrationLock(i64),
 }
 
 /// Parses a `mysql://` URL (`mariadb://` too); the error names where it
@@ -148,7 +179,7 @@ impl MySqlBackend {
         pool: &PoolSettings,
     ) -> Result<Self, OpenError> {
         let pool = Self::connect_pool(options, pool).await?;
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(MySqlBackend::from_pool(pool))
     }
 

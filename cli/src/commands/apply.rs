@@ -36,8 +36,7 @@ impl Source {
         match self {
             Source::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| CommandError::file(path, e))?;
-                String::from_utf8(bytes)
-                    .map_err(|_| CommandError::file(path, "is not UTF-8 text"))
+                String::from_utf8(bytes).map_err(|_| CommandError::file(path, "is not UTF-8 text"))
             }
             Source::Inline { xml, .. } => Ok(xml.clone()),
         }
@@ -130,9 +129,9 @@ pub async fn call(
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let value: Value = serde_json::from_slice(line).unwrap_or_else(|_| {
-            json!({"result": "error", "message": String::from_utf8_lossy(line)})
-        });
+        let value: Value = serde_json::from_slice(line).unwrap_or_else(
+            |_| json!({"result": "error", "message": String::from_utf8_lossy(line)}),
+        );
         if value.get("summary").is_some() {
             *summary = value["summary"].clone();
         } else {
@@ -228,7 +227,9 @@ fn failures(applied: &Applied) -> Result<(), CommandError> {
     if errors == 0 {
         return Ok(());
     }
-    Err(CommandError::Failed(format!("{errors} change(s) failed (see above)")))
+    Err(CommandError::Failed(format!(
+        "{errors} change(s) failed (see above)"
+    )))
 }
 
 fn sequences(applied: &Applied) -> Vec<i64> {
@@ -262,7 +263,11 @@ pub struct ApplyArgs {
 }
 
 /// Plans, shows the plan, then carries it out.
-pub async fn apply(publisher: &Publisher, args: ApplyArgs, format: Format) -> Result<(), CommandError> {
+pub async fn apply(
+    publisher: &Publisher,
+    args: ApplyArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.paths)?.into();
     apply_sources(
         publisher,
@@ -293,7 +298,12 @@ pub async fn apply_sources(
         .map(|k| plan.summary[*k].as_u64().unwrap_or(0))
         .sum::<u64>();
     if dry_run || changes == 0 || format == Format::Table {
-        print_applied(&plan, sources, format, &format!("plan for label {label:?}:"));
+        print_applied(
+            &plan,
+            sources,
+            format,
+            &format!("plan for label {label:?}:"),
+        );
     }
     if dry_run {
         return failures(&plan);
@@ -331,7 +341,11 @@ pub struct DiffArgs {
 }
 
 /// The plan only: changes nothing.
-pub async fn diff(publisher: &Publisher, args: DiffArgs, format: Format) -> Result<(), CommandError> {
+pub async fn diff(
+    publisher: &Publisher,
+    args: DiffArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.paths)?.into();
     let labels = [args.label.clone()];
     let plan = call(
@@ -343,7 +357,12 @@ pub async fn diff(publisher: &Publisher, args: DiffArgs, format: Format) -> Resu
         None,
     )
     .await?;
-    print_applied(&plan, &sources, format, &format!("plan for label {:?}:", args.label));
+    print_applied(
+        &plan,
+        &sources,
+        format,
+        &format!("plan for label {:?}:", args.label),
+    );
     failures(&plan)
 }
 
@@ -365,10 +384,22 @@ pub struct PublishArgs {
 
 /// Creates or updates each API (matched by name and version), and
 /// deploys it with `--label`.
-pub async fn publish(publisher: &Publisher, args: PublishArgs, format: Format) -> Result<(), CommandError> {
+pub async fn publish(
+    publisher: &Publisher,
+    args: PublishArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.files)?.into();
     let progress = bar(sources.len(), "publishing");
-    let applied = call(publisher, &sources, &args.labels, None, false, progress.as_ref()).await?;
+    let applied = call(
+        publisher,
+        &sources,
+        &args.labels,
+        None,
+        false,
+        progress.as_ref(),
+    )
+    .await?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }

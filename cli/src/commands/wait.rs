@@ -29,10 +29,18 @@ pub struct WaitArgs {
 /// How long `--wait` waits unless told.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(publisher: &Publisher, args: WaitArgs, format: Format) -> Result<(), CommandError> {
+pub async fn run(
+    publisher: &Publisher,
+    args: WaitArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let api = resolve_api(publisher, &args.api).await?;
     let name = format!("{}:{}", cell(&api["name"]), cell(&api["version"]));
-    let deployments: Vec<&Value> = api["deployments"].as_array().into_iter().flatten().collect();
+    let deployments: Vec<&Value> = api["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
     let mut sequences = Vec::new();
     let chosen: Vec<&Value> = if args.labels.is_empty() {
         deployments.clone()
@@ -51,7 +59,9 @@ pub async fn run(publisher: &Publisher, args: WaitArgs, format: Format) -> Resul
         chosen
     };
     if chosen.is_empty() {
-        return Err(CommandError::Failed(format!("{name} is not deployed on any label")));
+        return Err(CommandError::Failed(format!(
+            "{name} is not deployed on any label"
+        )));
     }
     for d in chosen {
         let deployed = d["revision"].as_i64().unwrap_or(0);

@@ -28,7 +28,9 @@ impl TestDatabase {
     pub async fn create() -> Result<Self, sqlx::Error> {
         let db = Self::create_empty().await?;
         let pool = db.pool().await?;
-        artisync_mysql::MIGRATOR.run(&pool).await?;
+        artisync_mysql::migrate(&pool)
+            .await
+            .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
         pool.close().await;
         Ok(db)
     }
