@@ -85,7 +85,14 @@ pub async fn deploy(
                 .filter_map(|d| d["sequence"].as_i64())
                 .collect(),
         };
-        return wait::for_changes(publisher, &sequences, args.timeout, format).await;
+        return wait::for_changes(
+            publisher,
+            &sequences,
+            args.timeout,
+            format,
+            Some(json!({ "deployment": outcome })),
+        )
+        .await;
     }
     Ok(())
 }
@@ -136,7 +143,14 @@ pub async fn undeploy(
     if args.wait
         && let Some(sequence) = outcome["sequence"].as_i64()
     {
-        return wait::for_changes(publisher, &[sequence], DEFAULT_TIMEOUT, format).await;
+        return wait::for_changes(
+            publisher,
+            &[sequence],
+            DEFAULT_TIMEOUT,
+            format,
+            Some(json!({ "undeployment": outcome })),
+        )
+        .await;
     }
     Ok(())
 }

@@ -181,9 +181,21 @@ fn origin(result: &Value, sources: &[Source]) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-pub fn print_applied(applied: &Applied, sources: &[Source], format: Format, heading: &str) {
+impl Applied {
+    fn to_json(&self) -> Value {
+        json!({ "results": self.results, "summary": self.summary })
+    }
+}
+
+pub fn print_applied(
+    applied: &Applied,
+    sources: &[Source],
+    format: Format,
+    heading: &str,
+    extra: Option<Value>,
+) {
     if format == Format::Json {
-        print_json(&json!({ "results": applied.results, "summary": applied.summary }));
+        print_json(&wait::merged(applied.to_json(), extra));
         return;
     }
     let mut table = Table::new(&["ACTION", "NAME", "VERSION", "REVISION", "FROM", "DETAIL"]);
@@ -277,6 +289,7 @@ pub async fn apply(
         args.dry_run,
         args.wait.then_some(args.timeout),
         format,
+        None,
     )
     .await
 }
@@ -289,6 +302,7 @@ pub async fn apply_sources(
     dry_run: bool,
     wait_for: Option<Duration>,
     format: Format,
+    extra: Option<Value>,
 ) -> Result<(), CommandError> {
     let labels = [label.to_owned()];
     let prune = prune.then_some(label);
@@ -297,13 +311,11 @@ pub async fn apply_sources(
         .iter()
         .map(|k| plan.summary[*k].as_u64().unwrap_or(0))
         .sum::<u64>();
-    if dry_run || changes == 0 || format == Format::Table {
-        print_applied(
-            &plan,
-            sources,
-            format,
-            &format!("plan for label {label:?}:"),
-        );
+    let heading = format!("plan for label {label:?}:");
+    if format == Format::Table {
+        print_applied(&plan, sources, format, &heading, None);
+    } else if dry_run || changes == 0 {
+        print_applied(&plan, sources, format, &heading, extra.clone());
     }
     if dry_run {
         return failures(&plan);
@@ -319,10 +331,31 @@ pub async fn apply_sources(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    print_applied(&applied, sources, format, "applied:");
-    failures(&applied)?;
+    finish_applied(
+        publisher, &applied, sources, format, "applied:", wait_for, extra,
+    )
+    .await
+}
+
+/// Prints what was applied, then waits for it with `wait_for`; in JSON,
+/// one document holds both.
+async fn finish_applied(
+    publisher: &Publisher,
+    applied: &Applied,
+    sources: &[Source],
+    format: Format,
+    heading: &str,
+    wait_for: Option<Duration>,
+    extra: Option<Value>,
+) -> Result<(), CommandError> {
+    let waiting = wait_for.is_some() && applied.summary["errors"].as_u64() == Some(0);
+    if format == Format::Table || !waiting {
+        print_applied(applied, sources, format, heading, extra.clone());
+    }
+    failures(applied)?;
     if let Some(timeout) = wait_for {
-        return wait::for_changes(publisher, &sequences(&applied), timeout, format).await;
+        let extra = (format == Format::Json).then(|| wait::merged(applied.to_json(), extra));
+        return wait::for_changes(publisher, &sequences(applied), timeout, format, extra).await;
     }
     Ok(())
 }
@@ -362,6 +395,7 @@ pub async fn diff(
         &sources,
         format,
         &format!("plan for label {:?}:", args.label),
+        None,
     );
     failures(&plan)
 }
@@ -403,13 +437,18 @@ pub async fn publish(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    print_applied(&applied, &sources, format, "published:");
-    failures(&applied)?;
-    if args.wait && !args.labels.is_empty() {
-        return wait::for_changes(publisher, &sequences(&applied), args.timeout, format).await;
-    }
-    if args.wait {
+    if args.wait && args.labels.is_empty() {
         eprintln!("--wait without --label: nothing was deployed, so there is nothing to wait for");
     }
-    Ok(())
+    let wait_for = (args.wait && !args.labels.is_empty()).then_some(args.timeout);
+    finish_applied(
+        publisher,
+        &applied,
+        &sources,
+        format,
+        "published:",
+        wait_for,
+        None,
+    )
+    .await
 }

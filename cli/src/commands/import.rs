@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::apply::{Source, apply_sources};
 use super::{CommandError, parse_duration};
 use crate::connection::Publisher;
-use crate::output::{Format, Table, print_json};
+use crate::output::{Format, Table};
 
 /// The gateway label WSO2 deploys to by default.
 pub const DEFAULT_LABEL: &str = "Production and Sandbox";
@@ -267,8 +267,9 @@ pub async fn wso2(
         .iter()
         .map(|s| json!({"file": s.file, "reason": s.reason}))
         .collect();
+    let extra = json!({"bundles": bundles, "notImported": skipped});
     match format {
-        Format::Json => print_json(&json!({"bundles": bundles, "notImported": skipped})),
+        Format::Json => {}
         Format::Table => {
             let mut table = Table::new(&["API", "FILE", "BUNDLED WITH"]);
             for b in &bundles {
@@ -310,6 +311,7 @@ pub async fn wso2(
         args.dry_run,
         args.wait.then_some(args.timeout),
         format,
+        (format == Format::Json).then_some(extra),
     )
     .await
 }

@@ -79,7 +79,18 @@ pub async fn run(
             sequences.push(sequence);
         }
     }
-    for_changes(publisher, &sequences, args.timeout, format).await
+    for_changes(publisher, &sequences, args.timeout, format, None).await
+}
+
+/// `extra`'s fields joined with `value`'s (both objects), for one JSON
+/// document per command.
+pub fn merged(mut value: Value, extra: Option<Value>) -> Value {
+    if let (Some(target), Some(Value::Object(fields))) = (value.as_object_mut(), extra) {
+        for (k, v) in fields {
+            target.insert(k, v);
+        }
+    }
+    value
 }
 
 /// Waits for the receipts of `sequences`, prints them, and ends as §12
@@ -89,6 +100,7 @@ pub async fn for_changes(
     sequences: &[i64],
     timeout: Duration,
     format: Format,
+    extra: Option<Value>,
 ) -> Result<(), CommandError> {
     let deadline = Instant::now() + timeout;
     let mut receipts = Vec::with_capacity(sequences.len());
@@ -139,7 +151,10 @@ pub async fn for_changes(
         "applied"
     };
     match format {
-        Format::Json => print_json(&json!({ "result": result, "receipts": receipts })),
+        Format::Json => print_json(&merged(
+            json!({ "result": result, "receipts": receipts }),
+            extra,
+        )),
         Format::Table => print_receipts(&receipts),
     }
     for who in &offline {
