@@ -36,3 +36,24 @@ for service in postgres rabbitmq publisher traffic-manager gateway-1 gateway-2 g
   fi
 done
 echo "compose.yaml is valid ($(docker-compose --version | head -n 1), variables from $env_file)"
+
+# The MariaDB variant: compose.mariadb.yaml layered over compose.yaml.
+if ! docker-compose --project-directory . --env-file "$env_file" \
+    -f compose.yaml -f compose.mariadb.yaml config >"$out"; then
+  echo "compose.yaml + compose.mariadb.yaml is invalid (checked with variables from $env_file)" >&2
+  exit 1
+fi
+for service in mariadb postgres rabbitmq publisher traffic-manager gateway-1 gateway-2 gateway-3; do
+  if ! grep -q "^  $service:$" "$out"; then
+    echo "compose.yaml + compose.mariadb.yaml: service $service is missing" >&2
+    exit 1
+  fi
+done
+# The artifact store is on MariaDB; the persistence store stays on PostgreSQL.
+for expected in "DATABASE_URL: mysql://artisync:" "ARTISYNC_OBJECT_STORE__DATABASE_URL: postgres://artisync:"; do
+  if ! grep -q "$expected" "$out"; then
+    echo "compose.yaml + compose.mariadb.yaml: no $expected" >&2
+    exit 1
+  fi
+done
+echo "compose.yaml + compose.mariadb.yaml is valid"

@@ -1,7 +1,7 @@
-//! `artisync up` in the external mode (PostgreSQL and RabbitMQ given), as
-//! a user runs it: one command starts the whole local cluster, one process
-//! per component, publishes the sample API, writes the state file, and
-//! Ctrl-C stops everything.
+//! `artisync up` in the external mode (PostgreSQL or MariaDB, and
+//! RabbitMQ given), as a user runs it: one command starts the whole local
+//! cluster, one process per component, publishes the sample API, writes
+//! the state file, and Ctrl-C stops everything.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,7 +13,29 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn artisync_up_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
+    up_starts_the_cluster_and_ctrl_c_stops_it(TestEnv::new().await?, false).await
+}
+
+/// On MariaDB, from a server without the database: `up` creates it.
+#[tokio::test]
+async fn artisync_up_on_mariadb_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<()> {
+    let env = TestEnv::mysql().await?;
+    let pool = env.db.mysql_pool().await?;
+    // The name is the test's own, generated from a UUID.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE `{}`",
+        env.db.name
+    )))
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    up_starts_the_cluster_and_ctrl_c_stops_it(env, true).await
+}
+
+async fn up_starts_the_cluster_and_ctrl_c_stops_it(
+    env: TestEnv,
+    creates_the_database: bool,
+) -> anyhow::Result<()> {
     for id in ["gw-1", "gw-2", "gw-3"] {
         // Registers the node names so their queues are removed afterwards.
         env.gateway(id, &["unused"])?;
@@ -119,5 +141,10 @@ async fn artisync_up_starts_the_cluster_and_ctrl_c_stops_it() -> anyhow::Result<
     }
     assert!(out.contains("artisync is up"), "{out}");
     assert!(out.contains("stopped"), "{out}");
+    assert_eq!(
+        out.contains(&format!("created database {}", env.db.name)),
+        creates_the_database,
+        "{out}"
+    );
     Ok(())
 }
