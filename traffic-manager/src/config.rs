@@ -246,4 +246,52 @@ mod tests {
         c.database.url = None;
         assert!(c.validate().unwrap_err().to_string().contains("database"));
     }
+
+    #[test]
+    fn mysql_keeps_the_object_store_elsewhere() {
+        let mut c = base();
+        c.database.url = Some("mysql://root@127.0.0.1:3306/artisync".into());
+        let s = c.clone().validate().unwrap();
+        assert_eq!(
+            s.object_store_url,
+            Some(StorageUrl::Sqlite("artisync-object-store.db".into()))
+        );
+        c.object_store.database_url = Some("postgres://u@db/objects".into());
+        let s = c.clone().validate().unwrap();
+        assert_eq!(
+            s.object_store_url,
+            Some(StorageUrl::Postgres("postgres://u@db/objects".into()))
+        );
+        c.object_store.database_url = Some("mysql://u@db/objects".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("object_store.database_url"), "{e}");
+        // PostgreSQL holds it itself.
+        assert_eq!(base().validate().unwrap().object_store_url, None);
+    }
+
+    #[test]
+    fn the_wso2_database_section_is_accepted() {
+        let mut c = base();
+        c.database.url = None;
+        c.database.sync_runtime_artifacts_db = Some(artisync_config::storage::Wso2Database {
+            db_type: "mysql".into(),
+            url: "jdbc:mysql://localhost:3306/WSO2AS_DB".into(),
+            username: Some("wso2carbon".into()),
+            password: Some("p@ss:w/rd".into()),
+            driver: Some("com.mysql.cj.jdbc.Driver".into()),
+            validation_query: None,
+        });
+        let s = c.clone().validate().unwrap();
+        assert_eq!(
+            s.database_source,
+            DatabaseSource::Url(StorageUrl::MySql(
+                "mysql://wso2carbon:p%40ss%3Aw%2Frd@localhost:3306/WSO2AS_DB".into()
+            ))
+        );
+        if let Some(db) = c.database.sync_runtime_artifacts_db.as_mut() {
+            db.db_type = "oracle".into();
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("database.sync_runtime_artifacts_db.type"), "{e}");
+    }
 }
