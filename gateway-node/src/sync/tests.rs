@@ -17,6 +17,8 @@ use crate::cache::DiskCache;
 struct ScriptedSource {
     answers: Mutex<VecDeque<Option<FetchedArtifact>>>,
     fetches: Mutex<u32>,
+    /// When each fetch was asked for.
+    fetched_at: Mutex<Vec<Instant>>,
 }
 
 #[async_trait]
@@ -43,6 +45,7 @@ impl ArtifactSource for ScriptedSource {
         _: Option<&str>,
     ) -> Result<Option<FetchedArtifact>, SourceError> {
         *self.fetches.lock().unwrap() += 1;
+        self.fetched_at.lock().unwrap().push(Instant::now());
         let mut answers = self.answers.lock().unwrap();
         // The last answer repeats.
         let answer = if answers.len() > 1 {
@@ -98,6 +101,14 @@ fn artifact(revision: i64) -> FetchedArtifact {
 fn synchronizer(
     answers: Vec<Option<FetchedArtifact>>,
 ) -> (Arc<Synchronizer>, Arc<ScriptedSource>, std::path::PathBuf) {
+    waiting_synchronizer(answers, Duration::ZERO)
+}
+
+/// A synchronizer with `event_waiting_time = wait`.
+fn waiting_synchronizer(
+    answers: Vec<Option<FetchedArtifact>>,
+    wait: Duration,
+) -> (Arc<Synchronizer>, Arc<ScriptedSource>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("artisync-sync-{}", uuid::Uuid::new_v4()));
     let cache = DiskCache::new(dir.clone());
     cache.prepare().unwrap();
@@ -105,6 +116,7 @@ fn synchronizer(
     let source = Arc::new(ScriptedSource {
         answers: Mutex::new(answers.into()),
         fetches: Mutex::new(0),
+        fetched_at: Mutex::new(Vec::new()),
     });
     let sync = Synchronizer::new(
         SyncConfig {
@@ -115,7 +127,7 @@ fn synchronizer(
                 max_delay: Duration::from_secs(1),
                 max_retries: 2,
             },
-            event_waiting_time: Duration::ZERO,
+            event_waiting_time: wait,
         },
         source.clone(),
         Arc::new(NodeState::new()),
@@ -258,4 +270,60 @@ async fn eventually_applied(sync: &Synchronizer, id: ApiId, revision: Revision) 
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn an_event_waits_event_waiting_time_before_the_fetch() {
+    let wait = Duration::from_millis(300);
+    let (sync, source, dir) = waiting_synchronizer(vec![Some(artifact(2))], wait);
+    sync.reconcile().await.unwrap();
+    let id = ApiId::new_random();
+    let mut event = deploy_event(id, &artifact(2), chrono::Duration::zero());
+    // Too large to travel inside the event: the node must fetch it.
+    event.artifact = None;
+    let received = Instant::now();
+    sync.handle_event(&event, None).await;
+    assert_eq!(applied(&sync, id), Revision::new(2).ok());
+    let fetched_at = source.fetched_at.lock().unwrap().clone();
+    assert_eq!(fetched_at.len(), 1);
+    assert!(
+        fetched_at[0].duration_since(received) >= wait,
+        "fetched {:?} after the event, before event_waiting_time",
+        fetched_at[0].duration_since(received)
+    );
+    remove_cache_dir(&dir).await;
+}
+
+#[tokio::test]
+async fn a_removal_waits_too_before_asking_the_source() {
+    let wait = Duration::from_millis(200);
+    let (sync, source, dir) = waiting_synchronizer(vec![None], wait);
+    sync.reconcile().await.unwrap();
+    let id = ApiId::new_random();
+    let mut event = deploy_event(id, &artifact(1), chrono::Duration::zero());
+    event.event_type = EventType::RemoveApiFromGateway;
+    event.artifact = None;
+    let received = Instant::now();
+    sync.handle_event(&event, None).await;
+    let fetched_at = source.fetched_at.lock().unwrap().clone();
+    assert_eq!(fetched_at.len(), 1);
+    assert!(fetched_at[0].duration_since(received) >= wait);
+    remove_cache_dir(&dir).await;
+}
+
+#[tokio::test]
+async fn an_event_with_its_artifact_needs_no_fetch_and_no_wait() {
+    // A wait far longer than the test's deadline: the deploy must not
+    // sit through it.
+    let (sync, source, dir) =
+        waiting_synchronizer(vec![Some(artifact(1))], Duration::from_secs(600));
+    sync.reconcile().await.unwrap();
+    let id = ApiId::new_random();
+    let event = deploy_event(id, &artifact(2), chrono::Duration::zero());
+    tokio::time::timeout(Duration::from_secs(30), sync.handle_event(&event, None))
+        .await
+        .expect("the inline deploy waited for event_waiting_time");
+    assert_eq!(applied(&sync, id), Revision::new(2).ok());
+    assert_eq!(*source.fetches.lock().unwrap(), 0);
+    remove_cache_dir(&dir).await;
 }

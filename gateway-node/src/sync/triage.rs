@@ -61,7 +61,17 @@ impl Synchronizer {
         let inline = hint
             .filter(|_| loaded >= 0 && event.sequence > loaded)
             .and_then(|revision| inline_artifact(event, revision));
-        if !self.config.event_waiting_time.is_zero() {
+        // WSO2's event_waiting_time: a pause after the event and before
+        // the node fetches from the source, so that a database replica
+        // behind it has caught up with the change. An event that brings
+        // its artifact needs no fetch, so it waits for nothing. Each event
+        // waits on its own (events are handled side by side), so pauses
+        // do not add up.
+        if inline.is_none() && !self.config.event_waiting_time.is_zero() {
+            tracing::debug!(
+                wait_ms = self.config.event_waiting_time.as_millis() as u64,
+                "waiting event_waiting_time before the fetch"
+            );
             tokio::time::sleep(self.config.event_waiting_time).await;
         }
         let outcome = self
