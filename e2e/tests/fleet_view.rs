@@ -338,6 +338,14 @@ async fn drive(browser: &Browser, up: &Up, url: &str, token: &str) -> anyhow::Re
         .await?;
     ensure!(violations == json!([]), "CSP violations: {violations}");
 
+    // The whole page in one picture.
+    let height = browser
+        .execute("return document.documentElement.scrollHeight", vec![])
+        .await?
+        .as_u64()
+        .unwrap_or(900);
+    let height = u32::try_from(height).unwrap_or(900).clamp(900, 2000) + 150;
+    browser.set_window_size(1400, height).await?;
     let shot = target_dir()?.join("fleet-view.png");
     browser.screenshot(&shot).await?;
     eprintln!("screenshot: {}", shot.display());

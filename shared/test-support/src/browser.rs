@@ -93,6 +93,10 @@ fn run_captured(program: &str, args: &[&str]) -> Result<(), String> {
 /// installs Debian's packages when they are missing. Answers why not when
 /// they cannot be had.
 pub fn ensure_chromium() -> Result<(), String> {
+    // One installation at a time within this process; apt-get waits for
+    // its lock held by another.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let present = || Path::new(CHROMIUM).is_file() && on_path("chromedriver");
     if present() {
         return Ok(());
@@ -103,8 +107,18 @@ pub fn ensure_chromium() -> Result<(), String> {
              installed: run `apt-get install -y chromium chromium-driver`"
         ));
     }
-    run_captured("apt-get", &["update"])?;
-    run_captured("apt-get", &["install", "-y", "chromium", "chromium-driver"])?;
+    let wait_for_lock = "-oDPkg::Lock::Timeout=300";
+    run_captured("apt-get", &[wait_for_lock, "update"])?;
+    run_captured(
+        "apt-get",
+        &[
+            wait_for_lock,
+            "install",
+            "-y",
+            "chromium",
+            "chromium-driver",
+        ],
+    )?;
     if present() {
         Ok(())
     } else {
