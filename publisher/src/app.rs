@@ -63,12 +63,19 @@ pub async fn start(
     let relay_shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
+    let propagation_task = tokio::spawn(crate::propagation::run(
+        backends.store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let state = Arc::new(ApiState {
         store: backends.store,
         outbox: backends.outbox,
         health: backends.health,
         tokens: Arc::new(BearerTokens::new(settings.tokens.clone())),
         max_body_bytes: settings.max_body_bytes,
+        max_apply_bytes: settings.max_apply_bytes,
+        fleet: api::FleetCache::default(),
         known_labels: settings.known_labels.clone(),
         gateway_stale_after: settings.gateway_stale_after,
         metrics,
@@ -83,6 +90,7 @@ pub async fn start(
         // committed before closing.
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+        let _ = propagation_task.await;
     });
     tracing::info!(%addr, "publisher listening");
     Ok(Running {

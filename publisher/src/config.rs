@@ -37,6 +37,10 @@ pub struct RawPublisher {
     pub tokens: Vec<String>,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest accepted `POST /api/v1/apply` body, which carries many
+    /// artifacts (each line within `max_body_bytes`); larger bodies get
+    /// 413. The body is streamed, so this bounds the call, not memory.
+    pub max_apply_bytes: u64,
     /// When non-empty, deployments to any other label are refused with 422
     /// (catches typos in label names). Empty accepts every valid label.
     pub known_labels: Vec<String>,
@@ -59,6 +63,7 @@ impl Default for RawPublisher {
             listen: "0.0.0.0:9400".into(),
             tokens: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
+            max_apply_bytes: 4 * 1024 * 1024 * 1024,
             known_labels: Vec::new(),
             relay_poll_interval_ms: 1000,
             outbox_retention_hours: 24 * 7,
@@ -127,6 +132,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
+    pub max_apply_bytes: u64,
     pub known_labels: Vec<GatewayLabel>,
     pub database: StorageUrl,
     pub max_connections: u32,
@@ -203,6 +209,12 @@ impl RawConfig {
                 "must be at least 1024",
             ));
         }
+        if p.max_apply_bytes < p.max_body_bytes as u64 {
+            return Err(ConfigError::invalid(
+                "publisher.max_apply_bytes",
+                "must be at least publisher.max_body_bytes",
+            ));
+        }
         let known_labels = p
             .known_labels
             .iter()
@@ -253,6 +265,7 @@ impl RawConfig {
             listen,
             tokens,
             max_body_bytes: p.max_body_bytes,
+            max_apply_bytes: p.max_apply_bytes,
             known_labels,
             database,
             max_connections,

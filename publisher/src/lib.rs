@@ -8,5 +8,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod metrics;
+pub mod propagation;
 pub mod relay;
 pub mod ui;

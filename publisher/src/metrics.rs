@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use artisync_http::HttpMetrics;
 use artisync_ports::Outbox;
-use artisync_telemetry::metrics::{Counter, Exposition, Histogram};
+use artisync_telemetry::metrics::{Counter, Exposition, Family, Histogram};
 
 /// What a change was, for `artisync_publisher_changes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,12 @@ impl Change {
     }
 }
 
+/// Propagation buckets in seconds, from 250 µs to 2 min.
+const PROPAGATION_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0, 120.0,
+];
+
 #[derive(Debug)]
 pub struct PublisherMetrics {
     changes: [Counter; 5],
@@ -43,7 +49,13 @@ pub struct PublisherMetrics {
     pub relay_events: Counter,
     pub relay_batches: Counter,
     pub relay_failures: Counter,
+    /// From a change's commit to a node applying it, by label.
+    pub propagation: Family<Histogram>,
 }
+
+/// Labels beyond this many share the `label="other"` series, so that the
+/// exposition stays bounded whatever labels are deployed to.
+pub const MAX_PROPAGATION_LABELS: usize = 64;
 
 impl Default for PublisherMetrics {
     fn default() -> Self {
@@ -60,7 +72,23 @@ impl PublisherMetrics {
             relay_events: Counter::default(),
             relay_batches: Counter::default(),
             relay_failures: Counter::default(),
+            propagation: Family::new(&["label"], || Histogram::new(PROPAGATION_BUCKETS)),
         }
+    }
+
+    /// One node applied a change `seconds` after its commit.
+    pub fn propagated(&self, label: &str, seconds: f64) {
+        let known = self
+            .propagation
+            .snapshot()
+            .iter()
+            .any(|(set, _)| set.first().is_some_and(|(_, v)| v == label));
+        let label = if known || self.propagation.snapshot().len() < MAX_PROPAGATION_LABELS {
+            label
+        } else {
+            "other"
+        };
+        self.propagation.with(&[label]).observe(seconds);
     }
 
     pub fn change(&self, change: Change) {
@@ -135,6 +163,11 @@ impl PublisherMetrics {
             "artisync_publisher_relay_failures_total",
             "Relay passes that failed (broker or database down); the events stay unsent and are retried.",
             self.relay_failures.get(),
+        );
+        e.histogram_family(
+            "artisync_propagation_seconds",
+            "From a change's commit to a gateway node applying it, per node, by label.",
+            &self.propagation,
         );
         e.counter_family(
             "artisync_publisher_http_requests_total",

@@ -14,7 +14,9 @@ use artisync_domain::event::{DeploymentEvent, EventType};
 use artisync_domain::{ApiId, GatewayLabel, Revision};
 use artisync_ports::artifacts::{ChangeContext, NewArtifact, StoredArtifact, UpdateOutcome};
 use artisync_ports::rules::{self, ApiIdentity, NodeReportRow};
+use artisync_ports::receipts::PropagationSample;
 use artisync_ports::{ArtifactStore, StoreError};
+use artisync_domain::receipt::Receipt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -22,6 +24,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::PgBackend;
+use crate::receipts;
 use crate::error::{BACKEND, Error, Result};
 
 /// The columns of `apis` that events and summaries need.
@@ -142,7 +145,7 @@ async fn write_events(
     bind_outbox(sqlx::query(sql), &columns, ctx)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    receipts::record_change(tx, events).await
 }
 
 fn summary_from_row(row: &PgRow) -> Result<ApiSummary> {
@@ -401,7 +404,8 @@ async fn deploy(
     // Stored artifacts are validated UTF-8 XML; anything else is left for
     // the gateway to fetch.
     deploy_event.artifact = inline_artifact.and_then(|bytes| String::from_utf8(bytes).ok());
-    let columns = OutboxColumns::of(&[deploy_event]);
+    let events = [deploy_event];
+    let columns = OutboxColumns::of(&events);
     let sql = concat!(
         "WITH ",
         outbox_insert!(),
@@ -421,6 +425,7 @@ async fn deploy(
         .bind(&changed_names)
         .execute(&mut *tx)
         .await?;
+    receipts::record_change(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(DeployOutcome {
         api_id: id,
@@ -676,5 +681,21 @@ impl ArtifactStore for PgBackend {
         stale_after: Duration,
     ) -> std::result::Result<Vec<GatewaySummary>, StoreError> {
         Ok(gateways(&self.pool, stale_after).await?)
+    }
+
+    async fn receipt(
+        &self,
+        sequence: i64,
+        stale_after: Duration,
+    ) -> std::result::Result<Option<Receipt>, StoreError> {
+        Ok(receipts::receipt(&self.pool, sequence, stale_after).await?)
+    }
+
+    async fn propagation_samples(
+        &self,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> std::result::Result<Vec<PropagationSample>, StoreError> {
+        Ok(receipts::propagation_samples(&self.pool, after, limit).await?)
     }
 }

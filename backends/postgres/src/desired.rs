@@ -219,13 +219,21 @@ async fn record_status(
             .collect();
         sqlx::query(
             "INSERT INTO gateway_api_states
-                (node_id, api_id, revision, sha256, status, error, attempts, updated_at)
-             SELECT $1, s.api_id, s.revision, s.sha256, s.status, s.error, s.attempts, now()
+                (node_id, api_id, revision, sha256, status, error, attempts, updated_at, applied_at)
+             SELECT $1, s.api_id, s.revision, s.sha256, s.status, s.error, s.attempts, now(),
+                    CASE WHEN s.status = 'DEPLOYED' THEN now() END
              FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[])
                 AS s(api_id, revision, sha256, status, error, attempts)
              ON CONFLICT (node_id, api_id) DO UPDATE SET revision = EXCLUDED.revision,
                 sha256 = EXCLUDED.sha256, status = EXCLUDED.status, error = EXCLUDED.error,
-                attempts = EXCLUDED.attempts, updated_at = now()",
+                attempts = EXCLUDED.attempts, updated_at = now(),
+                -- When the node started serving what it serves now.
+                applied_at = CASE
+                    WHEN EXCLUDED.status <> 'DEPLOYED' THEN gateway_api_states.applied_at
+                    WHEN gateway_api_states.revision IS NOT DISTINCT FROM EXCLUDED.revision
+                     AND gateway_api_states.applied_at IS NOT NULL
+                        THEN gateway_api_states.applied_at
+                    ELSE now() END",
         )
         .bind(report.node_id.as_str())
         .bind(&ids)

@@ -9,6 +9,7 @@ mod desired;
 mod error;
 mod object_store;
 mod outbox;
+mod receipts;
 mod setup;
 
 use std::time::Duration;

@@ -125,7 +125,7 @@ async fn write_events(
         .execute(&mut *c)
         .await?;
     }
-    Ok(())
+    crate::receipts::record_change(c, events, created).await
 }
 
 /// The next change number. Only the writer draws them, one job at a time,
@@ -717,5 +717,21 @@ impl ArtifactStore for SqliteBackend {
         stale_after: Duration,
     ) -> std::result::Result<Vec<GatewaySummary>, StoreError> {
         Ok(self.gateway_summaries(stale_after).await?)
+    }
+
+    async fn receipt(
+        &self,
+        sequence: i64,
+        stale_after: Duration,
+    ) -> std::result::Result<Option<artisync_domain::receipt::Receipt>, StoreError> {
+        Ok(crate::receipts::receipt(&self.inner.readers, sequence, stale_after).await?)
+    }
+
+    async fn propagation_samples(
+        &self,
+        after: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> std::result::Result<Vec<artisync_ports::receipts::PropagationSample>, StoreError> {
+        Ok(crate::receipts::propagation_samples(&self.inner.readers, after, limit).await?)
     }
 }

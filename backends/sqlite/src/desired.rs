@@ -155,11 +155,19 @@ async fn record_status(c: &mut SqliteConnection, report: &GatewayStatusReport) -
     for api in &report.apis {
         sqlx::query(
             "INSERT INTO gateway_api_states
-                (node_id, api_id, revision, sha256, status, error, attempts, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                (node_id, api_id, revision, sha256, status, error, attempts, updated_at,
+                 applied_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?5 = 'DEPLOYED' THEN ?8 END)
              ON CONFLICT (node_id, api_id) DO UPDATE SET revision = excluded.revision,
                 sha256 = excluded.sha256, status = excluded.status, error = excluded.error,
-                attempts = excluded.attempts, updated_at = excluded.updated_at",
+                attempts = excluded.attempts, updated_at = excluded.updated_at,
+                -- When the node started serving what it serves now.
+                applied_at = CASE
+                    WHEN excluded.status <> 'DEPLOYED' THEN gateway_api_states.applied_at
+                    WHEN gateway_api_states.revision IS excluded.revision
+                     AND gateway_api_states.applied_at IS NOT NULL
+                        THEN gateway_api_states.applied_at
+                    ELSE excluded.updated_at END",
         )
         .bind(report.node_id.as_str())
         .bind(api.api_id.to_string())

@@ -16,6 +16,7 @@ mod error;
 mod object_store;
 mod open;
 mod outbox;
+mod receipts;
 mod time;
 mod writer;
 

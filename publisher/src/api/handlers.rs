@@ -78,7 +78,7 @@ fn api_id(raw: &str) -> Result<ApiId, ApiError> {
 
 /// The trace of the request: `trace_request` has replaced the caller's
 /// `traceparent` by one naming this request's span (or a new trace).
-fn change_context(headers: &HeaderMap) -> ChangeContext {
+pub(super) fn change_context(headers: &HeaderMap) -> ChangeContext {
     ChangeContext {
         traceparent: headers
             .get("traceparent")
@@ -138,8 +138,38 @@ async fn xml_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<B
     Ok(bytes)
 }
 
+/// Gateway labels as a caller names them: valid, known when the
+/// publisher has a list of known labels (422 otherwise), without repeats.
+pub(super) fn gateway_labels(
+    state: &ApiState,
+    raw_labels: &[String],
+) -> Result<Vec<GatewayLabel>, ApiError> {
+    let mut labels = Vec::with_capacity(raw_labels.len());
+    for raw in raw_labels {
+        let label = GatewayLabel::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !state.known_labels.is_empty() && !state.known_labels.contains(&label) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "unknown gateway label {raw:?}; known labels: {}",
+                    state
+                        .known_labels
+                        .iter()
+                        .map(|l| format!("{:?}", l.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    Ok(labels)
+}
+
 /// Validates an artifact and turns it into a revision to store.
-fn new_artifact(xml: Bytes) -> Result<(NewArtifact, Vec<String>), ApiError> {
+pub(super) fn new_artifact(xml: Bytes) -> Result<(NewArtifact, Vec<String>), ApiError> {
     let artifact = parse_artifact(&xml)?;
     let new = NewArtifact {
         name: artifact.api.name.clone(),
@@ -366,27 +396,7 @@ pub async fn deploy(
             "labels must name at least one gateway label",
         ));
     }
-    let mut labels = Vec::with_capacity(request.labels.len());
-    for raw in &request.labels {
-        let label = GatewayLabel::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if !state.known_labels.is_empty() && !state.known_labels.contains(&label) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "unknown gateway label {raw:?}; known labels: {}",
-                    state
-                        .known_labels
-                        .iter()
-                        .map(|l| format!("{:?}", l.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        if !labels.contains(&label) {
-            labels.push(label);
-        }
-    }
+    let labels = gateway_labels(&state, &request.labels)?;
     let revision = request
         .revision
         .map(Revision::new)

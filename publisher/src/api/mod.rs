@@ -1,6 +1,11 @@
 //! The publisher REST API (DESIGN.md §4).
 
+mod apply;
+mod changes;
+mod fleet;
 mod handlers;
+
+pub use fleet::FleetCache;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -28,10 +33,14 @@ pub struct ApiState {
     pub health: Arc<dyn Health>,
     pub tokens: Arc<BearerTokens>,
     pub max_body_bytes: usize,
+    /// Largest `POST /api/v1/apply` body.
+    pub max_apply_bytes: u64,
     pub known_labels: Vec<GatewayLabel>,
     /// A node without a heartbeat for this long is reported stale.
     pub gateway_stale_after: Duration,
     pub metrics: Arc<PublisherMetrics>,
+    /// The last read of `/api/v1/fleet`, shared by every viewer.
+    pub fleet: FleetCache,
 }
 
 /// Where the OpenAPI document is served (no token needed).
@@ -78,7 +87,10 @@ fn documented_routes() -> (OpenApiRouter<Arc<ApiState>>, OpenApiRouter<Arc<ApiSt
         .routes(routes!(handlers::deploy))
         .routes(routes!(handlers::undeploy))
         .routes(routes!(handlers::api_status))
-        .routes(routes!(handlers::gateways));
+        .routes(routes!(handlers::gateways))
+        .routes(routes!(apply::apply))
+        .routes(routes!(changes::receipt))
+        .routes(routes!(fleet::fleet));
     (public, authenticated)
 }
 

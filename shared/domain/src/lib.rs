@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod event;
+pub mod fleet;
 pub mod ids;
+pub mod receipt;
 pub mod runtime;
 pub mod topology;
 

@@ -6,10 +6,14 @@
 use std::time::Duration;
 
 use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
+use artisync_domain::fleet::{Fleet, FleetApi, FleetCell};
+use artisync_domain::receipt::Receipt;
+use chrono::{DateTime, Utc};
 use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
 use async_trait::async_trait;
 
 use crate::StoreError;
+use crate::receipts::PropagationSample;
 
 /// A validated artifact ready to be stored as a revision.
 #[derive(Debug, Clone)]
@@ -84,4 +88,49 @@ pub trait ArtifactStore: Send + Sync + 'static {
     ) -> Result<Vec<NodeApiStatus>, StoreError>;
     /// The gateway nodes, with how many APIs each runs in sync.
     async fn gateways(&self, stale_after: Duration) -> Result<Vec<GatewaySummary>, StoreError>;
+    /// The receipt of change `sequence` (`None` when there is no such
+    /// change): where each node of its labels stands with it.
+    async fn receipt(
+        &self,
+        sequence: i64,
+        stale_after: Duration,
+    ) -> Result<Option<Receipt>, StoreError>;
+    /// Deploys that nodes were recorded as applying after `after`, oldest
+    /// first, at most `limit`, each timed from its change's commit.
+    async fn propagation_samples(
+        &self,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PropagationSample>, StoreError>;
+    /// Every node, and every API with its deployments and how each node
+    /// runs it. Stores with a cheaper way than one query per API override
+    /// this.
+    async fn fleet(&self, stale_after: Duration) -> Result<Fleet, StoreError> {
+        let nodes = self.gateways(stale_after).await?;
+        let mut apis = Vec::new();
+        for summary in self.list_apis().await? {
+            let detail = match self.get_api(summary.id).await {
+                Ok(detail) => detail,
+                // Deleted since the list was read.
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let statuses = match self.api_status(summary.id, stale_after).await {
+                Ok(statuses) => statuses,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            apis.push(FleetApi {
+                summary: detail.summary,
+                deployments: detail.deployments,
+                nodes: statuses.iter().map(FleetCell::from).collect(),
+            });
+        }
+        Ok(Fleet {
+            generated_at: Utc::now(),
+            stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+            nodes,
+            apis,
+        })
+    }
 }

@@ -20,6 +20,7 @@ mod error;
 pub mod health;
 pub mod object_store;
 pub mod outbox;
+pub mod receipts;
 pub mod rules;
 pub mod source;
 
