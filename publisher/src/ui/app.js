@@ -70,6 +70,10 @@
     return el("time", { text: today ? time : `${day} ${time}`, attrs: { datetime: iso, title: iso } });
   }
 
+  function millis(n) {
+    return typeof n === "number" ? String(Math.round(n)) : dash(n);
+  }
+
   function bytes(n) {
     if (typeof n !== "number") return dash(n);
     if (n < 1024) return `${n} B`;
@@ -646,12 +650,15 @@
     });
     const when = el("p", { className: "muted" });
     when.append("committed ", timeEl(r.committedAt));
-    if (deployedAt && deployedAt !== r.committedAt) when.append(" · deployed ", timeEl(deployedAt));
+    // The deployment time, when it is not the commit time.
+    if (deployedAt && Math.abs(Date.parse(deployedAt) - Date.parse(r.committedAt)) >= 1000) {
+      when.append(" · deployed ", timeEl(deployedAt));
+    }
     const summary = [`${dash(s.applied)} of ${dash(s.targets)} applied`];
     if (s.failed) summary.push(`${s.failed} failed`);
     if (s.pending) summary.push(`${s.pending} pending`);
     if (s.offline) summary.push(`${s.offline} offline`);
-    if (s.slowestNode) summary.push(`slowest ${s.slowestNode} (${dash(s.slowestMs)} ms)`);
+    if (s.slowestNode) summary.push(`slowest ${s.slowestNode} (${millis(s.slowestMs)} ms)`);
     summary.push(s.complete ? "complete" : "in progress");
     const summaryEl = el("p", {
       className: `summary ${s.failed ? "bad" : s.complete ? "ok" : "warn"}`,
@@ -681,7 +688,7 @@
         el("td", {}, el("span", { className: `badge receipt-${state.toLowerCase()}`, text: dash(state) })),
         el("td", { className: "num", text: dash(n.appliedRevision) }),
         el("td", {}, timeEl(n.appliedAt)),
-        el("td", { className: "num", text: dash(n.latencyMs) }),
+        el("td", { className: "num", text: millis(n.latencyMs) }),
         el("td", { className: n.error ? "error-text" : "muted", text: dash(n.error) }),
       );
       body.append(row);
