@@ -78,6 +78,7 @@ impl ApiRecord {
             error: self.failure.as_ref().map(|f| f.error.clone()),
             attempts: self.failure.as_ref().map_or(0, |f| f.attempts),
             next_retry_at: self.failure.as_ref().and_then(|f| f.next_retry_at),
+            applied_at: self.applied.as_ref().map(|a| a.deployed_at),
         }
     }
 }

@@ -211,6 +211,8 @@ async fn record_status(
             .map(|a| a.sha256.map(|d| d.to_hex()))
             .collect();
         let statuses: Vec<&str> = report.apis.iter().map(|a| a.status.as_str()).collect();
+        let applied_at: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+            report.apis.iter().map(|a| a.applied_at).collect();
         let errors: Vec<Option<String>> = report.apis.iter().map(|a| a.error.clone()).collect();
         let attempts: Vec<i32> = report
             .apis
@@ -221,9 +223,10 @@ async fn record_status(
             "INSERT INTO gateway_api_states
                 (node_id, api_id, revision, sha256, status, error, attempts, updated_at, applied_at)
              SELECT $1, s.api_id, s.revision, s.sha256, s.status, s.error, s.attempts, now(),
-                    CASE WHEN s.status = 'DEPLOYED' THEN now() END
-             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[])
-                AS s(api_id, revision, sha256, status, error, attempts)
+                    CASE WHEN s.status = 'DEPLOYED' THEN COALESCE(s.applied_at, now()) END
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[],
+                         $8::timestamptz[])
+                AS s(api_id, revision, sha256, status, error, attempts, applied_at)
              ON CONFLICT (node_id, api_id) DO UPDATE SET revision = EXCLUDED.revision,
                 sha256 = EXCLUDED.sha256, status = EXCLUDED.status, error = EXCLUDED.error,
                 attempts = EXCLUDED.attempts, updated_at = now(),
@@ -233,7 +236,7 @@ async fn record_status(
                     WHEN gateway_api_states.revision IS NOT DISTINCT FROM EXCLUDED.revision
                      AND gateway_api_states.applied_at IS NOT NULL
                         THEN gateway_api_states.applied_at
-                    ELSE now() END",
+                    ELSE EXCLUDED.applied_at END",
         )
         .bind(report.node_id.as_str())
         .bind(&ids)
@@ -242,6 +245,7 @@ async fn record_status(
         .bind(&statuses)
         .bind(&errors)
         .bind(&attempts)
+        .bind(&applied_at)
         .execute(&mut **tx)
         .await?;
     }

@@ -157,7 +157,7 @@ async fn record_status(c: &mut SqliteConnection, report: &GatewayStatusReport) -
             "INSERT INTO gateway_api_states
                 (node_id, api_id, revision, sha256, status, error, attempts, updated_at,
                  applied_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?5 = 'DEPLOYED' THEN ?8 END)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?5 = 'DEPLOYED' THEN coalesce(?9, ?8) END)
              ON CONFLICT (node_id, api_id) DO UPDATE SET revision = excluded.revision,
                 sha256 = excluded.sha256, status = excluded.status, error = excluded.error,
                 attempts = excluded.attempts, updated_at = excluded.updated_at,
@@ -167,7 +167,7 @@ async fn record_status(c: &mut SqliteConnection, report: &GatewayStatusReport) -
                     WHEN gateway_api_states.revision IS excluded.revision
                      AND gateway_api_states.applied_at IS NOT NULL
                         THEN gateway_api_states.applied_at
-                    ELSE excluded.updated_at END",
+                    ELSE excluded.applied_at END",
         )
         .bind(report.node_id.as_str())
         .bind(api.api_id.to_string())
@@ -177,6 +177,7 @@ async fn record_status(c: &mut SqliteConnection, report: &GatewayStatusReport) -
         .bind(api.error.as_deref())
         .bind(i64::from(api.attempts))
         .bind(at)
+        .bind(api.applied_at.map(micros))
         .execute(&mut *c)
         .await?;
     }

@@ -246,6 +246,9 @@ impl ApplyJob {
                 None => break,
             };
             for item in lines.push(&chunk) {
+                if item != Line::Blank {
+                    summary.lines += 1;
+                }
                 let value = match item {
                     Line::Blank => continue,
                     Line::TooLong(line) => Some(error_line(
@@ -271,7 +274,6 @@ impl ApplyJob {
                         Err(e) => Some(error_line(line, &e)),
                     },
                 };
-                summary.lines = lines.line;
                 if let Some(value) = value {
                     // Keep answers in line order: earlier lines first.
                     while let Some(done) = pending.next().await {
@@ -303,7 +305,9 @@ impl ApplyJob {
         }
         if !caller_gone && truncated.is_none() {
             if let Some(line) = lines.finish() {
-                summary.lines = lines.line;
+                if line != Line::Blank {
+                    summary.lines += 1;
+                }
                 match line {
                     Line::Text(n, text) => match job.parse(n, &text, &mut named) {
                         Ok(parsed) => {

@@ -107,6 +107,10 @@ pub struct AppliedApiState {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// When the node started serving `revision` (its clock); receipts time
+    /// a change from its commit to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /internal/data/v1/gateway-status`: a heartbeat with the node's
