@@ -5,6 +5,7 @@
 mod error;
 pub mod expression;
 pub mod model;
+pub mod references;
 mod parse;
 mod template;
 mod validate;
