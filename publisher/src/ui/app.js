@@ -174,8 +174,8 @@
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     stopPolling();
-    closeDetail();
     clearFleet();
+    closeDetail();
     $("fleet").hidden = true;
     $("forget").hidden = true;
     $("banner").hidden = true;

@@ -142,9 +142,12 @@ impl Browser {
     /// when Chromium cannot be had; any other failure is an error.
     pub async fn start() -> anyhow::Result<Option<Browser>> {
         if let Err(why) = tokio::task::spawn_blocking(ensure_chromium).await? {
-            eprintln!(
-                "\n{bar}\n!!! SKIPPED: no browser for the fleet view test.\n!!! {why}\n{bar}\n",
-                bar = "!".repeat(78)
+            // Straight to stderr, past the test harness's capture: a skip
+            // must be seen.
+            let bar = "!".repeat(78);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{bar}\n!!! SKIPPED: no browser for the fleet view test.\n!!! {why}\n{bar}\n"
             );
             return Ok(None);
         }
