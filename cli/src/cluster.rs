@@ -75,6 +75,8 @@ pub struct ClusterSpec {
     pub publisher_amqp_url: Option<String>,
     /// The publisher's `gateway_stale_after_ms`; its default when `None`.
     pub gateway_stale_after_ms: Option<u64>,
+    /// The publisher's `max_apply_bytes`; its default when `None`.
+    pub publisher_max_apply_bytes: Option<u64>,
     /// A traffic-manager token that may read every label (operators and
     /// tests), drawn at random.
     pub operator_token: String,
@@ -102,6 +104,7 @@ impl ClusterSpec {
             log_level: "info".into(),
             publisher_amqp_url: None,
             gateway_stale_after_ms: None,
+            publisher_max_apply_bytes: None,
             operator_token: random_token(),
         }
     }
@@ -184,7 +187,11 @@ pub fn publisher_config(spec: &ClusterSpec) -> String {
     let stale = spec
         .gateway_stale_after_ms
         .map(|ms| format!("gateway_stale_after_ms = {ms}\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &spec
+            .publisher_max_apply_bytes
+            .map(|n| format!("max_apply_bytes = {n}\n"))
+            .unwrap_or_default();
     format!(
         r#"[publisher]
 listen = "127.0.0.1:{port}"

@@ -6,8 +6,8 @@
 pub mod client;
 pub mod cluster;
 pub mod commands;
-pub mod connection;
 pub mod components;
+pub mod connection;
 pub mod embedded;
 pub use artisync_process as process;
 pub mod output;

@@ -191,7 +191,7 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| spec.work_dir.join("state.json"));
     StateFile::of(spec, pid_of).write(&state_file)?;
-    print_walkthrough(spec, sample_id.as_deref());
+    print_walkthrough(spec, sample_id.as_deref(), &state_file);
     artisync_telemetry::signals::wait_for_termination().await;
     Ok(())
 }
@@ -233,11 +233,12 @@ async fn publish_sample(publisher: &PublisherClient) -> anyhow::Result<(String, 
     Ok((id, revision))
 }
 
-fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>) {
+fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>, state_file: &std::path::Path) {
     let p = spec.publisher_url();
     let t = &spec.publisher_token;
     println!("\nartisync is up.\n");
     println!("  publisher        {p}   (token {t})");
+    println!("  fleet view       {p}/ui");
     println!("  traffic manager  {}", spec.traffic_manager_url());
     for gw in &spec.gateways {
         println!(
@@ -246,13 +247,26 @@ fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>) {
         );
     }
     println!("  admin token      {}\n", spec.admin_token);
-    if let Some(id) = sample {
-        println!("The sample API {id} is deployed to \"{SAMPLE_LABEL}\" (gw-1, gw-2). Try:\n");
+    // The client finds this cluster through the state file; from another
+    // directory it needs to be told where it is.
+    let default_state = std::path::Path::new(crate::connection::DEFAULT_STATE_FILE);
+    let state_flag = if state_file == default_state {
+        String::new()
+    } else {
+        format!(" --state-file {}", state_file.display())
+    };
+    if sample.is_some() {
+        println!(
+            "The sample API HelloAPI:1.0.0 is deployed to \"{SAMPLE_LABEL}\" (gw-1, gw-2). Try:\n"
+        );
         for gw in &spec.gateways {
             let note = if gw.labels.iter().any(|l| l == SAMPLE_LABEL) {
                 String::new()
             } else {
-                format!("     # {} serves {:?}: 404", gw.id, gw.labels)
+                format!(
+                    "     # {} serves {:?}: 404 until you deploy there",
+                    gw.id, gw.labels
+                )
             };
             println!(
                 "  curl -s http://127.0.0.1:{}/hello/1.0.0/greet/world{note}",
@@ -260,15 +274,13 @@ fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>) {
             );
         }
         println!();
-        println!("  curl -s -H 'Authorization: Bearer {t}' {p}/api/v1/apis/{id}/status");
-        println!("  curl -s -H 'Authorization: Bearer {t}' -H 'Content-Type: application/json' \\");
-        println!("       -d '{{\"labels\": [\"Label1\"]}}' {p}/api/v1/apis/{id}/deployments");
-        if let Some(first) = spec.gateways.first() {
-            println!(
-                "  curl -s -H 'Authorization: Bearer {}' http://127.0.0.1:{}/api/gateway/v1/apis\n",
-                spec.admin_token, first.admin_port
-            );
-        }
+        println!("  artisync gateways{state_flag}");
+        println!("  artisync status HelloAPI:1.0.0{state_flag}");
+        println!("  artisync deploy HelloAPI:1.0.0 --label Label1 --wait{state_flag}");
+        println!(
+            "  artisync export ./apis{state_flag} && artisync diff ./apis --label \"{SAMPLE_LABEL}\"{state_flag}\n"
+        );
     }
+    println!("Open the fleet view at {p}/ui and enter the publisher token.");
     println!("Ctrl-C stops everything.");
 }

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
+use artisync_domain::receipt::Receipt;
 use artisync_domain::{ApiId, GatewayLabel, Revision};
 use artisync_http::BearerTokens;
 use artisync_ports::artifacts::{ChangeContext, NewArtifact, StoredArtifact, UpdateOutcome};
 use artisync_ports::outbox::Backlog;
+use artisync_ports::receipts::PropagationSample;
 use artisync_ports::{ArtifactStore, Health, Outbox, OutboxSession, StoreError};
 use artisync_publisher::api::{self, ApiState};
 use artisync_publisher::metrics::PublisherMetrics;
-use artisync_domain::receipt::Receipt;
-use artisync_ports::receipts::PropagationSample;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 

@@ -11,12 +11,12 @@ use artisync_domain::api::{
     RevisionInfo,
 };
 use artisync_domain::event::{DeploymentEvent, EventType};
+use artisync_domain::receipt::Receipt;
 use artisync_domain::{ApiId, GatewayLabel, Revision};
 use artisync_ports::artifacts::{ChangeContext, NewArtifact, StoredArtifact, UpdateOutcome};
-use artisync_ports::rules::{self, ApiIdentity, NodeReportRow};
 use artisync_ports::receipts::PropagationSample;
+use artisync_ports::rules::{self, ApiIdentity, NodeReportRow};
 use artisync_ports::{ArtifactStore, StoreError};
-use artisync_domain::receipt::Receipt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -24,8 +24,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::PgBackend;
-use crate::receipts;
 use crate::error::{BACKEND, Error, Result};
+use crate::receipts;
 
 /// The columns of `apis` that events and summaries need.
 struct ApiRow {

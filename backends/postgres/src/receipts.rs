@@ -171,7 +171,9 @@ pub(crate) async fn propagation_samples(
             let committed_at: DateTime<Utc> = row.try_get("committed_at")?;
             Ok(PropagationSample {
                 node_id: row.try_get("node_id")?,
-                label: row.try_get::<Option<String>, _>("label")?.unwrap_or_default(),
+                label: row
+                    .try_get::<Option<String>, _>("label")?
+                    .unwrap_or_default(),
                 applied_at,
                 seconds: receipts::sample_seconds(committed_at, applied_at),
             })

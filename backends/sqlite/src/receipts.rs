@@ -187,7 +187,9 @@ pub(crate) async fn propagation_samples(
         let applied_at = from_micros(row.try_get("applied_at")?);
         out.push(PropagationSample {
             node_id: row.try_get("node_id")?,
-            label: row.try_get::<Option<String>, _>("label")?.unwrap_or_default(),
+            label: row
+                .try_get::<Option<String>, _>("label")?
+                .unwrap_or_default(),
             applied_at,
             seconds: receipts::sample_seconds(from_micros(committed_at), applied_at),
         });

@@ -31,7 +31,11 @@ pub struct DeployArgs {
     pub timeout: Duration,
 }
 
-pub async fn deploy(publisher: &Publisher, args: DeployArgs, format: Format) -> Result<(), CommandError> {
+pub async fn deploy(
+    publisher: &Publisher,
+    args: DeployArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let api = resolve_api(publisher, &args.api).await?;
     let id = cell(&api["id"]);
     let mut body = json!({ "labels": args.labels });
@@ -41,7 +45,10 @@ pub async fn deploy(publisher: &Publisher, args: DeployArgs, format: Format) -> 
     let outcome = publisher
         .call(
             publisher
-                .request(Method::POST, &format!("/api/v1/apis/{}/deployments", encode(&id)))
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/apis/{}/deployments", encode(&id)),
+                )
                 .json(&body),
             &format!("deploy {}", args.api),
         )
@@ -60,7 +67,8 @@ pub async fn deploy(publisher: &Publisher, args: DeployArgs, format: Format) -> 
             },
             cell(&outcome["sequence"]),
             match outcome["unchangedLabels"].as_array() {
-                Some(l) if !l.is_empty() => format!("; already on {}", cell(&outcome["unchangedLabels"])),
+                Some(l) if !l.is_empty() =>
+                    format!("; already on {}", cell(&outcome["unchangedLabels"])),
                 _ => String::new(),
             },
         ),
@@ -77,7 +85,14 @@ pub async fn deploy(publisher: &Publisher, args: DeployArgs, format: Format) -> 
                 .filter_map(|d| d["sequence"].as_i64())
                 .collect(),
         };
-        return wait::for_changes(publisher, &sequences, args.timeout, format).await;
+        return wait::for_changes(
+            publisher,
+            &sequences,
+            args.timeout,
+            format,
+            Some(json!({ "deployment": outcome })),
+        )
+        .await;
     }
     Ok(())
 }
@@ -94,14 +109,22 @@ pub struct UndeployArgs {
     pub wait: bool,
 }
 
-pub async fn undeploy(publisher: &Publisher, args: UndeployArgs, format: Format) -> Result<(), CommandError> {
+pub async fn undeploy(
+    publisher: &Publisher,
+    args: UndeployArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let api = resolve_api(publisher, &args.api).await?;
     let id = cell(&api["id"]);
     let outcome = publisher
         .call(
             publisher.request(
                 Method::DELETE,
-                &format!("/api/v1/apis/{}/deployments/{}", encode(&id), encode(&args.label)),
+                &format!(
+                    "/api/v1/apis/{}/deployments/{}",
+                    encode(&id),
+                    encode(&args.label)
+                ),
             ),
             &format!("undeploy {} from {:?}", args.api, args.label),
         )
@@ -120,7 +143,14 @@ pub async fn undeploy(publisher: &Publisher, args: UndeployArgs, format: Format)
     if args.wait
         && let Some(sequence) = outcome["sequence"].as_i64()
     {
-        return wait::for_changes(publisher, &[sequence], DEFAULT_TIMEOUT, format).await;
+        return wait::for_changes(
+            publisher,
+            &[sequence],
+            DEFAULT_TIMEOUT,
+            format,
+            Some(json!({ "undeployment": outcome })),
+        )
+        .await;
     }
     Ok(())
 }
@@ -167,14 +197,23 @@ fn age(value: &Value, now: DateTime<Utc>) -> String {
 }
 
 pub async fn gateways(publisher: &Publisher, format: Format) -> Result<(), CommandError> {
-    let list = publisher.get("/api/v1/gateways", "list gateway nodes").await?;
+    let list = publisher
+        .get("/api/v1/gateways", "list gateway nodes")
+        .await?;
     if format == Format::Json {
         print_json(&list);
         return Ok(());
     }
     let now = Utc::now();
     let mut table = Table::new(&[
-        "NODE", "LABELS", "STATE", "HEARTBEAT", "IN SYNC", "BEHIND", "FAILED", "BACKLOG",
+        "NODE",
+        "LABELS",
+        "STATE",
+        "HEARTBEAT",
+        "IN SYNC",
+        "BEHIND",
+        "FAILED",
+        "BACKLOG",
     ]);
     for node in list["gateways"].as_array().into_iter().flatten() {
         let state = if node["stale"] == true {
@@ -209,14 +248,21 @@ pub struct StatusArgs {
     pub api: Option<String>,
 }
 
-pub async fn status(publisher: &Publisher, args: StatusArgs, format: Format) -> Result<(), CommandError> {
+pub async fn status(
+    publisher: &Publisher,
+    args: StatusArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let mut rows: Vec<(String, Value)> = Vec::new();
     let answer = match &args.api {
         Some(api) => {
             let detail = resolve_api(publisher, api).await?;
             let id = cell(&detail["id"]);
             let status = publisher
-                .get(&format!("/api/v1/apis/{}/status", encode(&id)), &format!("status of {api}"))
+                .get(
+                    &format!("/api/v1/apis/{}/status", encode(&id)),
+                    &format!("status of {api}"),
+                )
                 .await?;
             let name = format!("{}:{}", cell(&detail["name"]), cell(&detail["version"]));
             for node in status["nodes"].as_array().into_iter().flatten() {
@@ -239,7 +285,9 @@ pub async fn status(publisher: &Publisher, args: StatusArgs, format: Format) -> 
         print_json(&answer);
         return Ok(());
     }
-    let mut table = Table::new(&["API", "NODE", "DESIRED", "APPLIED", "STATUS", "IN SYNC", "ERROR"]);
+    let mut table = Table::new(&[
+        "API", "NODE", "DESIRED", "APPLIED", "STATUS", "IN SYNC", "ERROR",
+    ]);
     for (api, node) in &rows {
         let in_sync = match (&node["inSync"], node["state"].as_str()) {
             (Value::Bool(b), _) => if *b { "yes" } else { "no" }.to_owned(),
@@ -287,7 +335,11 @@ pub fn file_name(name: &str, version: &str) -> String {
             .to_owned()
     };
     let name = clean(name);
-    let name = if name.is_empty() { "api".to_owned() } else { name };
+    let name = if name.is_empty() {
+        "api".to_owned()
+    } else {
+        name
+    };
     match clean(version) {
         v if v.is_empty() => format!("{name}.xml"),
         v => format!("{name}_{v}.xml"),
@@ -302,7 +354,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
     std::fs::rename(&tmp, path).map_err(|e| CommandError::file(path, e))
 }
 
-pub async fn export(publisher: &Publisher, args: ExportArgs, format: Format) -> Result<(), CommandError> {
+pub async fn export(
+    publisher: &Publisher,
+    args: ExportArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     std::fs::create_dir_all(&args.dir).map_err(|e| CommandError::file(&args.dir, e))?;
     let list = publisher.get("/api/v1/apis", "list APIs").await?;
     let mut written = Vec::new();
@@ -310,7 +366,10 @@ pub async fn export(publisher: &Publisher, args: ExportArgs, format: Format) -> 
     for api in list["apis"].as_array().into_iter().flatten() {
         let id = cell(&api["id"]);
         let xml = publisher
-            .get_bytes(&format!("/api/v1/apis/{}/artifact", encode(&id)), &format!("artifact of {id}"))
+            .get_bytes(
+                &format!("/api/v1/apis/{}/artifact", encode(&id)),
+                &format!("artifact of {id}"),
+            )
             .await?;
         let mut name = file_name(&cell(&api["name"]), api["version"].as_str().unwrap_or(""));
         if !used.insert(name.clone()) {
@@ -338,7 +397,11 @@ pub async fn export(publisher: &Publisher, args: ExportArgs, format: Format) -> 
                 ]);
             }
             table.print();
-            println!("{} API(s) exported to {}", written.len(), args.dir.display());
+            println!(
+                "{} API(s) exported to {}",
+                written.len(),
+                args.dir.display()
+            );
         }
     }
     Ok(())
@@ -350,7 +413,10 @@ mod tests {
 
     #[test]
     fn export_file_names_stay_in_their_directory() {
-        assert_eq!(file_name("PizzaShackAPI", "1.0.0"), "PizzaShackAPI_1.0.0.xml");
+        assert_eq!(
+            file_name("PizzaShackAPI", "1.0.0"),
+            "PizzaShackAPI_1.0.0.xml"
+        );
         assert_eq!(file_name("../../etc/passwd", ""), "_.._etc_passwd.xml");
         assert_eq!(file_name("..", "/"), "api__.xml");
         assert_eq!(file_name("a b:c", "v1"), "a_b_c_v1.xml");

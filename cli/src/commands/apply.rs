@@ -36,8 +36,7 @@ impl Source {
         match self {
             Source::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| CommandError::file(path, e))?;
-                String::from_utf8(bytes)
-                    .map_err(|_| CommandError::file(path, "is not UTF-8 text"))
+                String::from_utf8(bytes).map_err(|_| CommandError::file(path, "is not UTF-8 text"))
             }
             Source::Inline { xml, .. } => Ok(xml.clone()),
         }
@@ -130,9 +129,9 @@ pub async fn call(
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let value: Value = serde_json::from_slice(line).unwrap_or_else(|_| {
-            json!({"result": "error", "message": String::from_utf8_lossy(line)})
-        });
+        let value: Value = serde_json::from_slice(line).unwrap_or_else(
+            |_| json!({"result": "error", "message": String::from_utf8_lossy(line)}),
+        );
         if value.get("summary").is_some() {
             *summary = value["summary"].clone();
         } else {
@@ -182,9 +181,21 @@ fn origin(result: &Value, sources: &[Source]) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-pub fn print_applied(applied: &Applied, sources: &[Source], format: Format, heading: &str) {
+impl Applied {
+    fn to_json(&self) -> Value {
+        json!({ "results": self.results, "summary": self.summary })
+    }
+}
+
+pub fn print_applied(
+    applied: &Applied,
+    sources: &[Source],
+    format: Format,
+    heading: &str,
+    extra: Option<Value>,
+) {
     if format == Format::Json {
-        print_json(&json!({ "results": applied.results, "summary": applied.summary }));
+        print_json(&wait::merged(applied.to_json(), extra));
         return;
     }
     let mut table = Table::new(&["ACTION", "NAME", "VERSION", "REVISION", "FROM", "DETAIL"]);
@@ -228,7 +239,9 @@ fn failures(applied: &Applied) -> Result<(), CommandError> {
     if errors == 0 {
         return Ok(());
     }
-    Err(CommandError::Failed(format!("{errors} change(s) failed (see above)")))
+    Err(CommandError::Failed(format!(
+        "{errors} change(s) failed (see above)"
+    )))
 }
 
 fn sequences(applied: &Applied) -> Vec<i64> {
@@ -262,7 +275,11 @@ pub struct ApplyArgs {
 }
 
 /// Plans, shows the plan, then carries it out.
-pub async fn apply(publisher: &Publisher, args: ApplyArgs, format: Format) -> Result<(), CommandError> {
+pub async fn apply(
+    publisher: &Publisher,
+    args: ApplyArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.paths)?.into();
     apply_sources(
         publisher,
@@ -272,6 +289,7 @@ pub async fn apply(publisher: &Publisher, args: ApplyArgs, format: Format) -> Re
         args.dry_run,
         args.wait.then_some(args.timeout),
         format,
+        None,
     )
     .await
 }
@@ -284,6 +302,7 @@ pub async fn apply_sources(
     dry_run: bool,
     wait_for: Option<Duration>,
     format: Format,
+    extra: Option<Value>,
 ) -> Result<(), CommandError> {
     let labels = [label.to_owned()];
     let prune = prune.then_some(label);
@@ -292,8 +311,11 @@ pub async fn apply_sources(
         .iter()
         .map(|k| plan.summary[*k].as_u64().unwrap_or(0))
         .sum::<u64>();
-    if dry_run || changes == 0 || format == Format::Table {
-        print_applied(&plan, sources, format, &format!("plan for label {label:?}:"));
+    let heading = format!("plan for label {label:?}:");
+    if format == Format::Table {
+        print_applied(&plan, sources, format, &heading, None);
+    } else if dry_run || changes == 0 {
+        print_applied(&plan, sources, format, &heading, extra.clone());
     }
     if dry_run {
         return failures(&plan);
@@ -309,10 +331,31 @@ pub async fn apply_sources(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    print_applied(&applied, sources, format, "applied:");
-    failures(&applied)?;
+    finish_applied(
+        publisher, &applied, sources, format, "applied:", wait_for, extra,
+    )
+    .await
+}
+
+/// Prints what was applied, then waits for it with `wait_for`; in JSON,
+/// one document holds both.
+async fn finish_applied(
+    publisher: &Publisher,
+    applied: &Applied,
+    sources: &[Source],
+    format: Format,
+    heading: &str,
+    wait_for: Option<Duration>,
+    extra: Option<Value>,
+) -> Result<(), CommandError> {
+    let waiting = wait_for.is_some() && applied.summary["errors"].as_u64() == Some(0);
+    if format == Format::Table || !waiting {
+        print_applied(applied, sources, format, heading, extra.clone());
+    }
+    failures(applied)?;
     if let Some(timeout) = wait_for {
-        return wait::for_changes(publisher, &sequences(&applied), timeout, format).await;
+        let extra = (format == Format::Json).then(|| wait::merged(applied.to_json(), extra));
+        return wait::for_changes(publisher, &sequences(applied), timeout, format, extra).await;
     }
     Ok(())
 }
@@ -331,7 +374,11 @@ pub struct DiffArgs {
 }
 
 /// The plan only: changes nothing.
-pub async fn diff(publisher: &Publisher, args: DiffArgs, format: Format) -> Result<(), CommandError> {
+pub async fn diff(
+    publisher: &Publisher,
+    args: DiffArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.paths)?.into();
     let labels = [args.label.clone()];
     let plan = call(
@@ -343,7 +390,13 @@ pub async fn diff(publisher: &Publisher, args: DiffArgs, format: Format) -> Resu
         None,
     )
     .await?;
-    print_applied(&plan, &sources, format, &format!("plan for label {:?}:", args.label));
+    print_applied(
+        &plan,
+        &sources,
+        format,
+        &format!("plan for label {:?}:", args.label),
+        None,
+    );
     failures(&plan)
 }
 
@@ -365,20 +418,37 @@ pub struct PublishArgs {
 
 /// Creates or updates each API (matched by name and version), and
 /// deploys it with `--label`.
-pub async fn publish(publisher: &Publisher, args: PublishArgs, format: Format) -> Result<(), CommandError> {
+pub async fn publish(
+    publisher: &Publisher,
+    args: PublishArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.files)?.into();
     let progress = bar(sources.len(), "publishing");
-    let applied = call(publisher, &sources, &args.labels, None, false, progress.as_ref()).await?;
+    let applied = call(
+        publisher,
+        &sources,
+        &args.labels,
+        None,
+        false,
+        progress.as_ref(),
+    )
+    .await?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    print_applied(&applied, &sources, format, "published:");
-    failures(&applied)?;
-    if args.wait && !args.labels.is_empty() {
-        return wait::for_changes(publisher, &sequences(&applied), args.timeout, format).await;
-    }
-    if args.wait {
+    if args.wait && args.labels.is_empty() {
         eprintln!("--wait without --label: nothing was deployed, so there is nothing to wait for");
     }
-    Ok(())
+    let wait_for = (args.wait && !args.labels.is_empty()).then_some(args.timeout);
+    finish_applied(
+        publisher,
+        &applied,
+        &sources,
+        format,
+        "published:",
+        wait_for,
+        None,
+    )
+    .await
 }

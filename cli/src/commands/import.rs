@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::apply::{Source, apply_sources};
 use super::{CommandError, parse_duration};
 use crate::connection::Publisher;
-use crate::output::{Format, Table, print_json};
+use crate::output::{Format, Table};
 
 /// The gateway label WSO2 deploys to by default.
 pub const DEFAULT_LABEL: &str = "Production and Sandbox";
@@ -112,7 +112,10 @@ fn strip_declaration(xml: &str) -> &str {
 
 fn read_tree(dir: &Path) -> Result<Tree, CommandError> {
     if !dir.is_dir() {
-        return Err(CommandError::file(dir, "is not a directory (give synapse-configs/default)"));
+        return Err(CommandError::file(
+            dir,
+            "is not a directory (give synapse-configs/default)",
+        ));
     }
     let mut tree = Tree::default();
     for sub in NOT_SERVED {
@@ -140,7 +143,10 @@ fn read_tree(dir: &Path) -> Result<Tree, CommandError> {
                 file: file.display().to_string(),
                 reason,
             };
-            if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
+            if !file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+            {
                 if file.is_file() {
                     tree.skipped.push(skip("not an .xml file".to_owned()));
                 }
@@ -173,7 +179,8 @@ fn read_tree(dir: &Path) -> Result<Tree, CommandError> {
                 continue;
             }
             let Some(name) = described.name.clone().filter(|n| !n.is_empty()) else {
-                tree.skipped.push(skip(format!("the <{}> has no name", described.root)));
+                tree.skipped
+                    .push(skip(format!("the <{}> has no name", described.root)));
                 continue;
             };
             let definition = Definition {
@@ -237,13 +244,19 @@ fn bundle(api: &Definition, named: &BTreeMap<String, Definition>) -> (String, Ve
     (xml, included.iter().map(|d| d.name.clone()).collect())
 }
 
-pub async fn wso2(publisher: &Publisher, args: Wso2Args, format: Format) -> Result<(), CommandError> {
+pub async fn wso2(
+    publisher: &Publisher,
+    args: Wso2Args,
+    format: Format,
+) -> Result<(), CommandError> {
     let tree = read_tree(&args.dir)?;
     let mut sources = Vec::new();
     let mut bundles = Vec::new();
     for api in &tree.apis {
         let (xml, included) = bundle(api, &tree.named);
-        bundles.push(json!({"api": api.name, "file": api.file.display().to_string(), "includes": included}));
+        bundles.push(
+            json!({"api": api.name, "file": api.file.display().to_string(), "includes": included}),
+        );
         sources.push(Source::Inline {
             origin: api.file.display().to_string(),
             xml,
@@ -254,8 +267,9 @@ pub async fn wso2(publisher: &Publisher, args: Wso2Args, format: Format) -> Resu
         .iter()
         .map(|s| json!({"file": s.file, "reason": s.reason}))
         .collect();
+    let extra = json!({"bundles": bundles, "notImported": skipped});
     match format {
-        Format::Json => print_json(&json!({"bundles": bundles, "notImported": skipped})),
+        Format::Json => {}
         Format::Table => {
             let mut table = Table::new(&["API", "FILE", "BUNDLED WITH"]);
             for b in &bundles {
@@ -297,6 +311,7 @@ pub async fn wso2(publisher: &Publisher, args: Wso2Args, format: Format) -> Resu
         args.dry_run,
         args.wait.then_some(args.timeout),
         format,
+        (format == Format::Json).then_some(extra),
     )
     .await
 }
@@ -314,10 +329,26 @@ mod tests {
     #[test]
     fn an_api_is_bundled_with_what_it_refers_to_recursively_and_bad_files_are_listed() {
         let dir = std::env::temp_dir().join(format!("artisync-import-{}", uuid::Uuid::new_v4()));
-        write(&dir, "api/A.xml", r#"<?xml version="1.0"?><api xmlns="http://ws.apache.org/ns/synapse" name="A" context="/a"><resource methods="GET"><inSequence><sequence key="S"/></inSequence></resource></api>"#);
-        write(&dir, "sequences/S.xml", r#"<sequence xmlns="http://ws.apache.org/ns/synapse" name="S"><send><endpoint key="E"/></send></sequence>"#);
-        write(&dir, "endpoints/E.xml", r#"<endpoint xmlns="http://ws.apache.org/ns/synapse" name="E"><address uri="http://x"/></endpoint>"#);
-        write(&dir, "endpoints/Unused.xml", r#"<endpoint xmlns="http://ws.apache.org/ns/synapse" name="Unused"><address uri="http://y"/></endpoint>"#);
+        write(
+            &dir,
+            "api/A.xml",
+            r#"<?xml version="1.0"?><api xmlns="http://ws.apache.org/ns/synapse" name="A" context="/a"><resource methods="GET"><inSequence><sequence key="S"/></inSequence></resource></api>"#,
+        );
+        write(
+            &dir,
+            "sequences/S.xml",
+            r#"<sequence xmlns="http://ws.apache.org/ns/synapse" name="S"><send><endpoint key="E"/></send></sequence>"#,
+        );
+        write(
+            &dir,
+            "endpoints/E.xml",
+            r#"<endpoint xmlns="http://ws.apache.org/ns/synapse" name="E"><address uri="http://x"/></endpoint>"#,
+        );
+        write(
+            &dir,
+            "endpoints/Unused.xml",
+            r#"<endpoint xmlns="http://ws.apache.org/ns/synapse" name="Unused"><address uri="http://y"/></endpoint>"#,
+        );
         write(&dir, "endpoints/broken.xml", "<endpoint name=");
         write(&dir, "proxy-services/P.xml", "<proxy name=\"P\"/>");
         let tree = read_tree(&dir).unwrap();
@@ -328,7 +359,10 @@ mod tests {
         assert!(!xml.contains("<?xml"));
         assert!(!xml.contains("Unused"));
         let reasons: Vec<&str> = tree.skipped.iter().map(|s| s.file.as_str()).collect();
-        assert!(reasons.iter().any(|f| f.ends_with("broken.xml")), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|f| f.ends_with("broken.xml")),
+            "{reasons:?}"
+        );
         assert!(reasons.iter().any(|f| f.ends_with("P.xml")), "{reasons:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -78,7 +78,10 @@ pub async fn finish(
 pub async fn resolve_api(publisher: &Publisher, api: &str) -> Result<Value, CommandError> {
     if uuid::Uuid::parse_str(api).is_ok() {
         return publisher
-            .get(&format!("/api/v1/apis/{}", encode(api)), &format!("API {api}"))
+            .get(
+                &format!("/api/v1/apis/{}", encode(api)),
+                &format!("API {api}"),
+            )
             .await;
     }
     let Some((name, version)) = api.rsplit_once(':') else {
@@ -96,7 +99,10 @@ pub async fn resolve_api(publisher: &Publisher, api: &str) -> Result<Value, Comm
         Some(api) => {
             let id = api["id"].as_str().unwrap_or_default();
             publisher
-                .get(&format!("/api/v1/apis/{}", encode(id)), &format!("API {id}"))
+                .get(
+                    &format!("/api/v1/apis/{}", encode(id)),
+                    &format!("API {id}"),
+                )
                 .await
         }
         None => Err(CommandError::Api {

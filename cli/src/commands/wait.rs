@@ -29,10 +29,18 @@ pub struct WaitArgs {
 /// How long `--wait` waits unless told.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(publisher: &Publisher, args: WaitArgs, format: Format) -> Result<(), CommandError> {
+pub async fn run(
+    publisher: &Publisher,
+    args: WaitArgs,
+    format: Format,
+) -> Result<(), CommandError> {
     let api = resolve_api(publisher, &args.api).await?;
     let name = format!("{}:{}", cell(&api["name"]), cell(&api["version"]));
-    let deployments: Vec<&Value> = api["deployments"].as_array().into_iter().flatten().collect();
+    let deployments: Vec<&Value> = api["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
     let mut sequences = Vec::new();
     let chosen: Vec<&Value> = if args.labels.is_empty() {
         deployments.clone()
@@ -51,7 +59,9 @@ pub async fn run(publisher: &Publisher, args: WaitArgs, format: Format) -> Resul
         chosen
     };
     if chosen.is_empty() {
-        return Err(CommandError::Failed(format!("{name} is not deployed on any label")));
+        return Err(CommandError::Failed(format!(
+            "{name} is not deployed on any label"
+        )));
     }
     for d in chosen {
         let deployed = d["revision"].as_i64().unwrap_or(0);
@@ -69,7 +79,18 @@ pub async fn run(publisher: &Publisher, args: WaitArgs, format: Format) -> Resul
             sequences.push(sequence);
         }
     }
-    for_changes(publisher, &sequences, args.timeout, format).await
+    for_changes(publisher, &sequences, args.timeout, format, None).await
+}
+
+/// `extra`'s fields joined with `value`'s (both objects), for one JSON
+/// document per command.
+pub fn merged(mut value: Value, extra: Option<Value>) -> Value {
+    if let (Some(target), Some(Value::Object(fields))) = (value.as_object_mut(), extra) {
+        for (k, v) in fields {
+            target.insert(k, v);
+        }
+    }
+    value
 }
 
 /// Waits for the receipts of `sequences`, prints them, and ends as §12
@@ -79,6 +100,7 @@ pub async fn for_changes(
     sequences: &[i64],
     timeout: Duration,
     format: Format,
+    extra: Option<Value>,
 ) -> Result<(), CommandError> {
     let deadline = Instant::now() + timeout;
     let mut receipts = Vec::with_capacity(sequences.len());
@@ -129,7 +151,10 @@ pub async fn for_changes(
         "applied"
     };
     match format {
-        Format::Json => print_json(&json!({ "result": result, "receipts": receipts })),
+        Format::Json => print_json(&merged(
+            json!({ "result": result, "receipts": receipts }),
+            extra,
+        )),
         Format::Table => print_receipts(&receipts),
     }
     for who in &offline {

@@ -193,7 +193,9 @@ pub async fn apply(
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the apply body is larger than the limit of {limit} bytes (publisher.max_apply_bytes)"),
+        format!(
+            "the apply body is larger than the limit of {limit} bytes (publisher.max_apply_bytes)"
+        ),
     )
 }
 
@@ -332,7 +334,10 @@ impl ApplyJob {
                             n,
                             &ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
-                                format!("line {n} is longer than the limit of {} bytes", lines.max_line),
+                                format!(
+                                    "line {n} is longer than the limit of {} bytes",
+                                    lines.max_line
+                                ),
                             ),
                         );
                         summary.count(&value);
@@ -350,7 +355,10 @@ impl ApplyJob {
             }
         }
         if caller_gone {
-            tracing::warn!(lines = summary.lines, "apply: the caller went away; the lines read so far were applied, the rest was not read");
+            tracing::warn!(
+                lines = summary.lines,
+                "apply: the caller went away; the lines read so far were applied, the rest was not read"
+            );
             return;
         }
         if let Some(label) = &job.prune {
@@ -514,7 +522,11 @@ impl ApplyJob {
         let store = &self.state.store;
         let apis = match store.list_apis().await {
             Ok(apis) => apis,
-            Err(e) => return vec![json!({"line": null, "result": ApplyResult::Error, "code": artisync_http::store_status(&e).as_u16(), "message": format!("cannot list APIs to prune: {}", ApiError::from(e).message)})],
+            Err(e) => {
+                return vec![
+                    json!({"line": null, "result": ApplyResult::Error, "code": artisync_http::store_status(&e).as_u16(), "message": format!("cannot list APIs to prune: {}", ApiError::from(e).message)}),
+                ];
+            }
         };
         let mut out = Vec::new();
         for api in apis {

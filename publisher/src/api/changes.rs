@@ -49,13 +49,9 @@ pub async fn receipt(
     Path(sequence): Path<String>,
     Query(query): Query<ReceiptQuery>,
 ) -> Result<Response, ApiError> {
-    let sequence: i64 = sequence
-        .parse()
-        .ok()
-        .filter(|s| *s >= 1)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{sequence:?} is not a change number (1 or more)"))
-        })?;
+    let sequence: i64 = sequence.parse().ok().filter(|s| *s >= 1).ok_or_else(|| {
+        ApiError::bad_request(format!("{sequence:?} is not a change number (1 or more)"))
+    })?;
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     loop {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use artisync_domain::api::{ApiDetail, ApiSummary, DeployOutcome, GatewaySummary, NodeApiStatus};
 use artisync_domain::fleet::{Fleet, FleetApi, FleetCell};
 use artisync_domain::receipt::Receipt;
-use chrono::{DateTime, Utc};
 use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 use crate::receipts::PropagationSample;

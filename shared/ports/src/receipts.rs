@@ -115,7 +115,9 @@ pub fn receipt(
             node_id: report.node_id,
             labels: report.labels,
             state,
-            applied_revision: report.revision.filter(|_| status == Some(NodeApiState::Deployed)),
+            applied_revision: report
+                .revision
+                .filter(|_| status == Some(NodeApiState::Deployed)),
             applied_at,
             latency_ms,
             error: if state == ReceiptState::Applied {

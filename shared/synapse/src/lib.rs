@@ -5,8 +5,8 @@
 mod error;
 pub mod expression;
 pub mod model;
-pub mod references;
 mod parse;
+pub mod references;
 mod template;
 mod validate;
 

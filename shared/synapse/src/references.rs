@@ -79,10 +79,12 @@ pub fn describe(xml: &[u8]) -> Result<Described, DescribeError> {
     let mut buf = Vec::new();
     let mut root: Option<Described> = None;
     loop {
-        let event = reader.read_event_into(&mut buf).map_err(|e| DescribeError {
-            position: reader.buffer_position(),
-            message: e.to_string(),
-        })?;
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| DescribeError {
+                position: reader.buffer_position(),
+                message: e.to_string(),
+            })?;
         let (start, _empty) = match &event {
             Event::Start(s) => (s, false),
             Event::Empty(s) => (s, true),
@@ -134,7 +136,8 @@ fn collect(out: &mut Vec<String>, start: &BytesStart<'_>, element: &[u8], is_roo
     };
     // `<endpoint key=".."/>` and `<sequence key=".."/>` refer; a root
     // `<localEntry key="..">` names itself.
-    if !is_root && matches!(element, b"endpoint" | b"sequence")
+    if !is_root
+        && matches!(element, b"endpoint" | b"sequence")
         && let Some(key) = attribute(start, b"key")
     {
         push(key);
@@ -166,7 +169,10 @@ mod tests {
     #[test]
     fn a_local_entry_is_named_by_its_key_and_a_proxy_is_other() {
         let d = describe(br#"<localEntry key="cfg">text</localEntry>"#).unwrap();
-        assert_eq!((d.kind, d.name.as_deref()), (ElementKind::LocalEntry, Some("cfg")));
+        assert_eq!(
+            (d.kind, d.name.as_deref()),
+            (ElementKind::LocalEntry, Some("cfg"))
+        );
         let d = describe(br#"<proxy name="P"/>"#).unwrap();
         assert_eq!(d.kind, ElementKind::Other);
         assert_eq!(d.root, "proxy");

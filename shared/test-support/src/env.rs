@@ -78,6 +78,7 @@ impl TestEnv {
             log_level: std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
             publisher_amqp_url: None,
             gateway_stale_after_ms: None,
+            publisher_max_apply_bytes: None,
             operator_token: random_token(),
         })
     }
