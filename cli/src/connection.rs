@@ -16,13 +16,13 @@ pub const DEFAULT_STATE_FILE: &str = ".artisync/state.json";
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
     /// The publisher's URL [default: from the state file of `artisync up`].
-    #[arg(long, env = "ARTISYNC_URL", global = true)]
+    #[arg(long, env = "ARTISYNC_URL")]
     pub url: Option<String>,
     /// The publisher's bearer token [default: from the state file].
-    #[arg(long, env = "ARTISYNC_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "ARTISYNC_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The state file `artisync up` wrote.
-    #[arg(long, env = "ARTISYNC_STATE_FILE", global = true, default_value = DEFAULT_STATE_FILE)]
+    #[arg(long, env = "ARTISYNC_STATE_FILE", default_value = DEFAULT_STATE_FILE)]
     pub state_file: PathBuf,
 }
 

@@ -14,11 +14,23 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// A client command's own arguments, with where the publisher is and how
+/// to print.
+#[derive(clap::Args)]
+struct Client<A: clap::Args> {
+    #[command(flatten)]
+    args: A,
     #[command(flatten)]
     connection: ConnectionArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
+
+/// For commands that take nothing else.
+#[derive(clap::Args)]
+struct NoArgs {}
 
 #[derive(Subcommand)]
 enum Command {
@@ -36,44 +48,45 @@ enum Command {
     },
     /// Create or update each API (matched by name and version); with
     /// --label, deploy it there.
-    Publish(apply::PublishArgs),
+    Publish(Client<apply::PublishArgs>),
     /// Deploy an API (id or name:version) to gateway labels.
-    Deploy(apis::DeployArgs),
+    Deploy(Client<apis::DeployArgs>),
     /// Undeploy an API from one label.
-    Undeploy(apis::UndeployArgs),
+    Undeploy(Client<apis::UndeployArgs>),
     /// What is published.
-    Apis,
+    Apis(Client<NoArgs>),
     /// The gateway nodes: labels, heartbeat, APIs in sync, behind, failed.
-    Gateways,
+    Gateways(Client<NoArgs>),
     /// Which node runs which revision, and what failed and why.
-    Status(apis::StatusArgs),
+    Status(Client<apis::StatusArgs>),
     /// Block until every live node of the labels applied an API: exit 0
     /// when all applied, 1 when a node failed, 3 on timeout.
-    Wait(wait::WaitArgs),
+    Wait(Client<wait::WaitArgs>),
     /// Make what is published and deployed on a label equal to the files:
     /// show the plan, then carry it out.
-    Apply(apply::ApplyArgs),
+    Apply(Client<apply::ApplyArgs>),
     /// The plan of `apply` only: changes nothing.
-    Diff(apply::DiffArgs),
+    Diff(Client<apply::DiffArgs>),
     /// Bring artifacts over from another product.
-    Import(import::ImportArgs),
+    Import(Client<import::ImportArgs>),
     /// Write every published API's current artifact to a directory.
-    Export(apis::ExportArgs),
+    Export(Client<apis::ExportArgs>),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = cli.output.format();
-    let publisher = || cli.connection.connect();
     macro_rules! client {
-        ($name:literal, |$p:ident| $body:expr) => {
+        ($client:expr, $name:literal, |$p:ident, $args:ident, $format:ident| $body:expr) => {{
+            let client = $client;
+            let $format = client.output.format();
+            let $args = client.args;
             finish($name, async {
-                let $p = publisher()?;
+                let $p = client.connection.connect()?;
                 $body.await
             })
             .await
-        };
+        }};
     }
     match cli.command {
         Command::Up(args) => {
@@ -101,20 +114,18 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Publish(args) => client!("publish", |p| apply::publish(&p, args, format)),
-        Command::Deploy(args) => client!("deploy", |p| apis::deploy(&p, args, format)),
-        Command::Undeploy(args) => client!("undeploy", |p| apis::undeploy(&p, args, format)),
-        Command::Apis => client!("apis", |p| apis::apis(&p, format)),
-        Command::Gateways => client!("gateways", |p| apis::gateways(&p, format)),
-        Command::Status(args) => client!("status", |p| apis::status(&p, args, format)),
-        Command::Wait(args) => client!("wait", |p| wait::run(&p, args, format)),
-        Command::Apply(args) => client!("apply", |p| apply::apply(&p, args, format)),
-        Command::Diff(args) => client!("diff", |p| apply::diff(&p, args, format)),
-        Command::Import(args) => match args.from {
-            import::ImportFrom::Wso2(args) => {
-                client!("import wso2", |p| import::wso2(&p, args, format))
-            }
-        },
-        Command::Export(args) => client!("export", |p| apis::export(&p, args, format)),
+        Command::Publish(c) => client!(c, "publish", |p, a, f| apply::publish(&p, a, f)),
+        Command::Deploy(c) => client!(c, "deploy", |p, a, f| apis::deploy(&p, a, f)),
+        Command::Undeploy(c) => client!(c, "undeploy", |p, a, f| apis::undeploy(&p, a, f)),
+        Command::Apis(c) => client!(c, "apis", |p, _a, f| apis::apis(&p, f)),
+        Command::Gateways(c) => client!(c, "gateways", |p, _a, f| apis::gateways(&p, f)),
+        Command::Status(c) => client!(c, "status", |p, a, f| apis::status(&p, a, f)),
+        Command::Wait(c) => client!(c, "wait", |p, a, f| wait::run(&p, a, f)),
+        Command::Apply(c) => client!(c, "apply", |p, a, f| apply::apply(&p, a, f)),
+        Command::Diff(c) => client!(c, "diff", |p, a, f| apply::diff(&p, a, f)),
+        Command::Import(c) => client!(c, "import wso2", |p, a, f| match a.from {
+            import::ImportFrom::Wso2(a) => import::wso2(&p, a, f),
+        }),
+        Command::Export(c) => client!(c, "export", |p, a, f| apis::export(&p, a, f)),
     }
 }

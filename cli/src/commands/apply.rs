@@ -281,29 +281,36 @@ pub async fn apply(
     format: Format,
 ) -> Result<(), CommandError> {
     let sources: Arc<[Source]> = file_sources(&args.paths)?.into();
-    apply_sources(
-        publisher,
-        &sources,
-        &args.label,
-        args.prune,
-        args.dry_run,
-        args.wait.then_some(args.timeout),
-        format,
-        None,
-    )
-    .await
+    let target = Target {
+        label: args.label,
+        prune: args.prune,
+        dry_run: args.dry_run,
+        wait_for: args.wait.then_some(args.timeout),
+    };
+    apply_sources(publisher, &sources, &target, format, None).await
+}
+
+/// What `apply` makes of a label.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub label: String,
+    /// Undeploy from the label what the sources do not name.
+    pub prune: bool,
+    /// Show the plan only.
+    pub dry_run: bool,
+    /// Wait this long for the nodes to apply the changes.
+    pub wait_for: Option<Duration>,
 }
 
 pub async fn apply_sources(
     publisher: &Publisher,
     sources: &Arc<[Source]>,
-    label: &str,
-    prune: bool,
-    dry_run: bool,
-    wait_for: Option<Duration>,
+    target: &Target,
     format: Format,
     extra: Option<Value>,
 ) -> Result<(), CommandError> {
+    let (label, dry_run, wait_for) = (target.label.as_str(), target.dry_run, target.wait_for);
+    let prune = target.prune;
     let labels = [label.to_owned()];
     let prune = prune.then_some(label);
     let plan = call(publisher, sources, &labels, prune, true, None).await?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use artisync_synapse::references::{self, ElementKind};
 use serde_json::{Value, json};
 
-use super::apply::{Source, apply_sources};
+use super::apply::{Source, Target, apply_sources};
 use super::{CommandError, parse_duration};
 use crate::connection::Publisher;
 use crate::output::{Format, Table};
@@ -303,13 +303,16 @@ pub async fn wso2(
         )));
     }
     let sources: Arc<[Source]> = sources.into();
+    let target = Target {
+        label: args.label,
+        prune: false,
+        dry_run: args.dry_run,
+        wait_for: args.wait.then_some(args.timeout),
+    };
     apply_sources(
         publisher,
         &sources,
-        &args.label,
-        false,
-        args.dry_run,
-        args.wait.then_some(args.timeout),
+        &target,
         format,
         (format == Format::Json).then_some(extra),
     )

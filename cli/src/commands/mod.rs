@@ -130,7 +130,7 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{raw:?}: unknown unit {unit:?}; use ms, s, m or h")),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 7.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 7.0).contains(&seconds) {
         return Err(format!("{raw:?} is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))

@@ -15,6 +15,10 @@ pub const CALLS_PER_S: &str = "write calls accepted/s (create + deploy)";
 pub const APIS_PER_S: &str = "APIs created+deployed/s";
 pub const CONVERGED: &str = "all gateways converged after last answer";
 pub const CONVERGED_FROM_START: &str = "all gateways converged after first call";
+pub const APPLY_PER_S: &str = "apply: APIs accepted/s (one streamed call)";
+pub const APPLY_WALL: &str = "apply: call from first byte to summary";
+pub const APPLY_FIRST: &str = "apply: first answer line after";
+pub const APPLY_CONVERGED: &str = "apply: all gateways converged after the summary";
 
 pub struct Setup {
     pub backing: Backing,
@@ -128,6 +132,110 @@ impl Setup {
             out.figure("publisher peak RSS", h, "MB");
         }
         Ok(out)
+    }
+
+    /// One streamed `POST /api/v1/apply` of `apis` new APIs to every
+    /// label: lines generated as the body is sent, so neither side holds
+    /// the call; APIs accepted per second, and the time from the summary
+    /// line until every gateway serves every API.
+    pub async fn apply(&mut self, run: usize, apis: usize) -> anyhow::Result<Outcome> {
+        use futures_util::StreamExt;
+        let publisher = self.backing.publisher();
+        let labels = self.labels.clone();
+        let lines = futures_util::stream::iter(0..apis).map(move |i| {
+            let xml = mock_api(
+                &format!("Apply{run}x{i}"),
+                &format!("/apply{run}/api{i}"),
+                "r1",
+            );
+            let mut line =
+                serde_json::to_vec(&serde_json::json!({"artifact": xml, "labels": labels}))
+                    .map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            Ok::<_, std::io::Error>(line)
+        });
+        let start = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/apply", publisher.0.base))
+            .bearer_auth(&publisher.0.token)
+            .header("content-type", "application/x-ndjson")
+            .body(reqwest::Body::wrap_stream(lines))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "apply answered {}",
+            response.status()
+        );
+        let mut body = response.bytes_stream();
+        let mut tail = Vec::new();
+        let mut first_answer = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            first_answer.get_or_insert_with(|| start.elapsed());
+            tail.extend_from_slice(&chunk);
+            // Only the last line (the summary) is kept.
+            if let Some(end) = tail[..tail.len().saturating_sub(1)]
+                .iter()
+                .rposition(|b| *b == b'\n')
+            {
+                tail.drain(..=end);
+            }
+        }
+        let wall = start.elapsed();
+        let last_answer = Instant::now();
+        let summary: serde_json::Value = serde_json::from_slice(&tail)?;
+        anyhow::ensure!(
+            summary["summary"]["created"] == apis && summary["summary"]["errors"] == 0,
+            "apply did not create every API: {summary}"
+        );
+        self.published += apis;
+        self.wait_converged(last_answer).await?;
+        let converged = Instant::now();
+        let mut out = Outcome::default();
+        out.figure(APPLY_PER_S, apis as f64 / wall.as_secs_f64(), "1/s");
+        out.figure(APPLY_WALL, wall.as_secs_f64() * 1e3, "ms");
+        if let Some(first) = first_answer {
+            out.figure(APPLY_FIRST, first.as_secs_f64() * 1e3, "ms");
+        }
+        out.figure(
+            APPLY_CONVERGED,
+            (converged - last_answer).as_secs_f64() * 1e3,
+            "ms",
+        );
+        if let Some(h) = self.backing.publisher_rss() {
+            out.figure("publisher peak RSS", h, "MB");
+        }
+        Ok(out)
+    }
+
+    /// Polls every gateway's deployed-API gauge until all run every API
+    /// published so far.
+    async fn wait_converged(&self, since: Instant) -> anyhow::Result<()> {
+        let target = self.published as u64;
+        let mut pending: Vec<u16> = self.gateways.iter().map(|(_, p)| *p).collect();
+        let deadline = since + Duration::from_secs(300);
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for port in pending {
+                if deployed_count(&self.http, port).await.unwrap_or(0) < target {
+                    still.push(port);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} gateways did not converge within 300 s of the last answer",
+                    pending.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     pub async fn stop(self) {

@@ -33,6 +33,7 @@ enum Scenario {
     Propagation,
     Fanout,
     Bulk,
+    Apply,
     Startup,
     Dataplane,
     Redeploy,
@@ -75,6 +76,9 @@ struct Cli {
     /// Gateways of the bulk scenario (default 10).
     #[arg(long)]
     bulk_gateways: Option<usize>,
+    /// API counts of the apply scenario, each one call (default 1000,10000).
+    #[arg(long, value_delimiter = ',')]
+    apply_apis: Option<Vec<usize>>,
     /// Concurrent publisher clients for bulk and seeding (default 16).
     #[arg(long)]
     clients: Option<usize>,
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Propagation,
             Scenario::Fanout,
             Scenario::Bulk,
+            Scenario::Apply,
             Scenario::Startup,
             Scenario::Dataplane,
             Scenario::Redeploy,
@@ -145,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Propagation => run_propagation(&cli, &mut floor_result).await,
             Scenario::Fanout => run_fanout(&cli, &mut floor_result).await,
             Scenario::Bulk => run_bulk(&cli).await,
+            Scenario::Apply => run_apply(&cli).await,
             Scenario::Startup => run_startup(&cli).await,
             Scenario::Dataplane => run_dataplane(&cli).await,
             Scenario::Redeploy => run_redeploy(&cli).await,
@@ -400,6 +406,74 @@ async fn run_fanout(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyhow::Re
             60.0,
             "ms",
         ));
+    }
+    Ok(report)
+}
+
+/// `POST /api/v1/apply` of 1,000 and 10,000 new APIs in one call each, to
+/// a label with `--bulk-gateways` gateways, then on the embedded default.
+async fn run_apply(cli: &Cli) -> anyhow::Result<Report> {
+    let sizes = cli.apply_apis.clone().unwrap_or_else(|| {
+        if cli.quick {
+            vec![100]
+        } else {
+            vec![1000, 10_000]
+        }
+    });
+    let gateways = cli.pick(cli.bulk_gateways, 10, 2);
+    let mut outcome = bench::Outcome::default();
+    for (mode, embedded) in [("", false), ("embedded: ", true)] {
+        let mut setup = if embedded {
+            bench::bulk::setup_embedded().await?
+        } else {
+            bench::bulk::setup(gateways).await?
+        };
+        let result = async {
+            for (run, apis) in sizes.iter().enumerate() {
+                println!(
+                    "apply: {apis} APIs in one call, {} gateways{}",
+                    if embedded { 3 } else { gateways },
+                    if embedded { " (embedded default)" } else { "" }
+                );
+                let o = setup.apply(run, *apis).await?;
+                outcome.extend(prefixed(o, &format!("{mode}{apis} APIs: ")));
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        if result.is_err() {
+            setup
+                .backing
+                .keep_logs(if embedded { "apply-embedded" } else { "apply" });
+        }
+        setup.stop().await;
+        result?;
+    }
+    let mut report = Report::new(
+        "apply",
+        json!({"apis": sizes, "gateways": gateways}),
+        vec![outcome],
+    );
+    for apis in &sizes {
+        let c = &report.combined;
+        let rate = c.get(&format!("{apis} APIs: {}", bench::bulk::APPLY_PER_S));
+        let converged = c.get(&format!("{apis} APIs: {}", bench::bulk::APPLY_CONVERGED));
+        if let Some(v) = rate {
+            report.targets.push(Target::at_least(
+                &format!("apply {apis}: APIs accepted/s"),
+                v,
+                5000.0,
+                "1/s",
+            ));
+        }
+        if let Some(v) = converged {
+            report.targets.push(Target::at_most(
+                &format!("apply {apis}: converged after the last line"),
+                v,
+                2000.0,
+                "ms",
+            ));
+        }
     }
     Ok(report)
 }

@@ -207,6 +207,74 @@ struct ApplyJob {
     out: mpsc::Sender<Bytes>,
 }
 
+/// The state of one apply call while its body is read.
+struct Run {
+    summary: Summary,
+    /// (name, version) of every API a line named.
+    named: HashSet<(String, String)>,
+    /// Lines being carried out, answered in line order.
+    pending: FuturesOrdered<CarryOut>,
+    caller_gone: bool,
+    /// Why reading stopped before the end of the body.
+    truncated: Option<String>,
+}
+
+impl Run {
+    /// Sends one answer line, counting it.
+    async fn answer(&mut self, job: &ApplyJob, value: Value) {
+        self.summary.count(&value);
+        if !self.caller_gone && !job.send(&value).await {
+            self.caller_gone = true;
+        }
+    }
+
+    /// Sends every answer still pending, in order.
+    async fn drain(&mut self, job: &ApplyJob) {
+        while let Some(done) = self.pending.next().await {
+            self.answer(job, done).await;
+        }
+    }
+
+    /// Reads one line: starts its change, or answers its error after the
+    /// lines before it.
+    async fn line(&mut self, job: &Arc<ApplyJob>, item: Line, max_line: usize) {
+        let error = match item {
+            Line::Blank => return,
+            Line::TooLong(line) => error_line(
+                line,
+                &ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("line {line} is longer than the limit of {max_line} bytes"),
+                ),
+            ),
+            Line::BodyTooLarge(line) => {
+                let e = too_large(job.state.max_apply_bytes);
+                self.truncated = Some(e.message.clone());
+                error_line(line, &e)
+            }
+            Line::Text(line, text) => match job.parse(line, &text, &mut self.named) {
+                Ok(parsed) => {
+                    self.summary.lines += 1;
+                    self.pending.push_back(carry_out(Arc::clone(job), parsed));
+                    while self.pending.len() >= IN_FLIGHT {
+                        if let Some(done) = self.pending.next().await {
+                            self.answer(job, done).await;
+                        }
+                    }
+                    return;
+                }
+                Err(e) => error_line(line, &e),
+            },
+        };
+        self.summary.lines += 1;
+        // Keep answers in line order: earlier lines first.
+        self.drain(job).await;
+        self.answer(job, error).await;
+    }
+}
+
+type CarryOut = std::pin::Pin<Box<dyn std::future::Future<Output = Value> + Send>>;
+
 /// A line ready for the store.
 struct Parsed {
     line: usize,
@@ -225,144 +293,54 @@ impl ApplyJob {
 
     async fn run(self, body: Body) {
         let job = Arc::new(self);
-        let mut summary = Summary {
-            dry_run: job.dry_run,
-            ..Summary::default()
+        let mut run = Run {
+            summary: Summary {
+                dry_run: job.dry_run,
+                ..Summary::default()
+            },
+            named: HashSet::new(),
+            pending: FuturesOrdered::new(),
+            caller_gone: false,
+            truncated: None,
         };
-        let mut named: HashSet<(String, String)> = HashSet::new();
-        let mut pending = FuturesOrdered::new();
         let mut lines = LineReader::new(
             job.state.max_body_bytes.saturating_mul(2) + 64 * 1024,
             job.state.max_apply_bytes,
         );
         let mut stream = body.into_data_stream();
-        let mut caller_gone = false;
-        let mut truncated: Option<String> = None;
         'read: loop {
-            let chunk = match stream.next().await {
-                Some(Ok(chunk)) => chunk,
+            let (items, last) = match stream.next().await {
+                Some(Ok(chunk)) => (lines.push(&chunk), false),
                 Some(Err(e)) => {
-                    truncated = Some(format!("the request body broke off: {e}"));
+                    run.truncated = Some(format!("the request body broke off: {e}"));
                     break;
                 }
-                None => break,
+                None => (lines.finish().into_iter().collect(), true),
             };
-            for item in lines.push(&chunk) {
-                if item != Line::Blank {
-                    summary.lines += 1;
-                }
-                let value = match item {
-                    Line::Blank => continue,
-                    Line::TooLong(line) => Some(error_line(
-                        line,
-                        &ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!(
-                                "line {line} is longer than the limit of {} bytes",
-                                lines.max_line
-                            ),
-                        ),
-                    )),
-                    Line::BodyTooLarge(line) => {
-                        let e = too_large(job.state.max_apply_bytes);
-                        truncated = Some(e.message.clone());
-                        Some(error_line(line, &e))
-                    }
-                    Line::Text(line, text) => match job.parse(line, &text, &mut named) {
-                        Ok(parsed) => {
-                            pending.push_back(carry_out(Arc::clone(&job), parsed));
-                            None
-                        }
-                        Err(e) => Some(error_line(line, &e)),
-                    },
-                };
-                if let Some(value) = value {
-                    // Keep answers in line order: earlier lines first.
-                    while let Some(done) = pending.next().await {
-                        summary.count(&done);
-                        if !job.send(&done).await {
-                            caller_gone = true;
-                            break 'read;
-                        }
-                    }
-                    summary.count(&value);
-                    if !job.send(&value).await {
-                        caller_gone = true;
-                        break 'read;
-                    }
-                }
-                while pending.len() >= IN_FLIGHT {
-                    if let Some(done) = pending.next().await {
-                        summary.count(&done);
-                        if !job.send(&done).await {
-                            caller_gone = true;
-                            break 'read;
-                        }
-                    }
-                }
-                if truncated.is_some() {
+            for item in items {
+                run.line(&job, item, lines.max_line).await;
+                if run.caller_gone || run.truncated.is_some() {
                     break 'read;
                 }
             }
-        }
-        if !caller_gone && truncated.is_none() {
-            if let Some(line) = lines.finish() {
-                if line != Line::Blank {
-                    summary.lines += 1;
-                }
-                match line {
-                    Line::Text(n, text) => match job.parse(n, &text, &mut named) {
-                        Ok(parsed) => {
-                            pending.push_back(carry_out(Arc::clone(&job), parsed));
-                        }
-                        Err(e) => {
-                            while let Some(done) = pending.next().await {
-                                summary.count(&done);
-                                caller_gone |= !job.send(&done).await;
-                            }
-                            let value = error_line(n, &e);
-                            summary.count(&value);
-                            caller_gone |= !job.send(&value).await;
-                        }
-                    },
-                    Line::TooLong(n) => {
-                        while let Some(done) = pending.next().await {
-                            summary.count(&done);
-                            caller_gone |= !job.send(&done).await;
-                        }
-                        let value = error_line(
-                            n,
-                            &ApiError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                format!(
-                                    "line {n} is longer than the limit of {} bytes",
-                                    lines.max_line
-                                ),
-                            ),
-                        );
-                        summary.count(&value);
-                        caller_gone |= !job.send(&value).await;
-                    }
-                    Line::Blank | Line::BodyTooLarge(_) => {}
-                }
+            if last {
+                break;
             }
         }
         // What was started commits whether or not the caller still listens.
-        while let Some(done) = pending.next().await {
-            summary.count(&done);
-            if !caller_gone {
-                caller_gone = !job.send(&done).await;
-            }
+        while let Some(done) = run.pending.next().await {
+            run.answer(&job, done).await;
         }
-        if caller_gone {
+        if run.caller_gone {
             tracing::warn!(
-                lines = summary.lines,
+                lines = run.summary.lines,
                 "apply: the caller went away; the lines read so far were applied, the rest was not read"
             );
             return;
         }
+        let mut summary = run.summary;
         if let Some(label) = &job.prune {
-            if let Some(reason) = &truncated {
+            if let Some(reason) = &run.truncated {
                 summary.prune_skipped = Some(format!("{reason}; nothing was removed"));
             } else if summary.errors > 0 {
                 summary.prune_skipped = Some(format!(
@@ -371,7 +349,7 @@ impl ApplyJob {
                 ));
             } else {
                 summary.pruned = true;
-                for value in job.prune(label, &named).await {
+                for value in job.prune(label, &run.named).await {
                     summary.count(&value);
                     if !job.send(&value).await {
                         return;
@@ -576,14 +554,16 @@ impl ApplyJob {
 }
 
 /// Carries out (or, in a dry run, plans) one line.
-async fn carry_out(job: Arc<ApplyJob>, parsed: Parsed) -> Value {
-    let line = parsed.line;
-    let outcome = if job.dry_run {
-        job.plan(parsed).await
-    } else {
-        job.change(parsed).await
-    };
-    outcome.unwrap_or_else(|e| error_line(line, &e))
+fn carry_out(job: Arc<ApplyJob>, parsed: Parsed) -> CarryOut {
+    Box::pin(async move {
+        let line = parsed.line;
+        let outcome = if job.dry_run {
+            job.plan(parsed).await
+        } else {
+            job.change(parsed).await
+        };
+        outcome.unwrap_or_else(|e| error_line(line, &e))
+    })
 }
 
 fn prune_error(name: &str, version: &str, e: artisync_ports::StoreError) -> Value {

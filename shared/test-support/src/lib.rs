@@ -4,6 +4,7 @@
 //! proxies, a local HTTP backend, fixtures and the compose interpreter.
 
 pub mod backend;
+pub mod browser;
 pub mod components;
 pub mod compose;
 pub mod conformance;
