@@ -100,6 +100,7 @@ impl Backing {
                 let sum = gateways.iter().map(|id| pid_cpu(id)).sum();
                 out.push(("gateways (sum)", sum));
                 out.push(("postgresql (all backends)", cpu_ms_of_command("postgres")));
+                out.push(("mariadb (mariadbd)", cpu_ms_of_command("mariadbd")));
                 out.push(("rabbitmq (beam.smp)", cpu_ms_of_command("beam.smp")));
             }
             Backing::Embedded { up, .. } => {

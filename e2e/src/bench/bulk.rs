@@ -31,7 +31,16 @@ pub struct Setup {
 }
 
 pub async fn setup(n: usize) -> anyhow::Result<Setup> {
-    let env = TestEnv::new().await?;
+    setup_on(n, false).await
+}
+
+/// As [`setup`], on MariaDB (`mariadb`) or PostgreSQL.
+pub async fn setup_on(n: usize, mariadb: bool) -> anyhow::Result<Setup> {
+    let env = if mariadb {
+        TestEnv::mysql().await?
+    } else {
+        TestEnv::new().await?
+    };
     let specs = (1..=n)
         .map(|i| bench_gateway(&env, &format!("gw-{i}")))
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -1,5 +1,6 @@
 //! The floor: the raw cost of each hop of the propagation path on this
-//! machine (a PostgreSQL commit of a 10 KB blob, a persistent RabbitMQ
+//! machine (a PostgreSQL commit of a 10 KB blob, the same on MariaDB, a
+//! persistent RabbitMQ
 //! publish to a consumer, a loopback HTTP GET of 10 KB), and etcd's
 //! put → watch, the mechanism Apache APISIX propagates configuration with.
 
@@ -21,20 +22,24 @@ use super::tools::start_etcd;
 use super::{Outcome, Stats};
 
 pub const PG: &str = "postgres insert 10KB bytea + commit";
+pub const MARIADB: &str = "mariadb insert 10KB blob + commit";
 pub const RABBIT: &str = "rabbitmq persistent publish -> receive";
 pub const RABBIT_CONFIRM: &str = "rabbitmq persistent publish -> confirm";
 pub const HTTP: &str = "http loopback GET 10KB (other process)";
 pub const ETCD: &str = "etcd put -> watch event";
 pub const FLOOR_SUM_P50: &str = "floor sum p50 (pg + rabbitmq + http)";
 pub const FLOOR_SUM_P99: &str = "floor sum p99 (pg + rabbitmq + http)";
+pub const FLOOR_SUM_MARIADB_P50: &str = "floor sum p50 (mariadb + rabbitmq + http)";
 
 /// One run of every floor measurement, `iterations` samples each.
 pub async fn run(iterations: usize) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let pg = postgres(iterations).await.context("postgres floor")?;
+    let mariadb = mariadb(iterations).await.context("mariadb floor")?;
     let (rabbit, confirm) = rabbitmq(iterations).await.context("rabbitmq floor")?;
     let http = http(iterations).await.context("http floor")?;
     out.measure(PG, pg);
+    out.measure(MARIADB, mariadb);
     out.measure(RABBIT, rabbit);
     out.measure(RABBIT_CONFIRM, confirm);
     out.measure(HTTP, http);
@@ -44,6 +49,11 @@ pub async fn run(iterations: usize) -> anyhow::Result<Outcome> {
     }
     out.figure(FLOOR_SUM_P50, pg.p50 + rabbit.p50 + http.p50, "ms");
     out.figure(FLOOR_SUM_P99, pg.p99 + rabbit.p99 + http.p99, "ms");
+    out.figure(
+        FLOOR_SUM_MARIADB_P50,
+        mariadb.p50 + rabbit.p50 + http.p50,
+        "ms",
+    );
     Ok(out)
 }
 
@@ -63,6 +73,41 @@ async fn postgres(iterations: usize) -> anyhow::Result<Stats> {
         let t = Instant::now();
         let mut tx = pool.begin().await?;
         sqlx::query("INSERT INTO floor_blob (data) VALUES ($1)")
+            .bind(&blob)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if i >= 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    pool.close().await;
+    drop(db);
+    Ok(Stats::from_durations(&samples))
+}
+
+/// The same commit on MariaDB (InnoDB, binary log and redo log flushed at
+/// each commit as the server is configured), the MySQL backend's floor.
+async fn mariadb(iterations: usize) -> anyhow::Result<Stats> {
+    let db = artisync_test_support::mysql::TestDatabase::create_empty().await?;
+    let options: sqlx::mysql::MySqlConnectOptions = db.url.parse()?;
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE floor_blob (id BIGINT AUTO_INCREMENT PRIMARY KEY, data LONGBLOB NOT NULL)
+         ENGINE = InnoDB",
+    )
+    .execute(&pool)
+    .await?;
+    let mut blob = vec![0u8; 10 * 1024];
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations + 10 {
+        rand::rng().fill_bytes(&mut blob);
+        let t = Instant::now();
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO floor_blob (data) VALUES (?)")
             .bind(&blob)
             .execute(&mut *tx)
             .await?;

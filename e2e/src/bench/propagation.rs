@@ -35,9 +35,14 @@ pub struct Setup {
 /// someone else before a gateway binds them (likelier with many gateways):
 /// such a start is retried with new ports.
 pub async fn setup(n: usize) -> anyhow::Result<Setup> {
+    setup_on(n, false).await
+}
+
+/// As [`setup`], on MariaDB (`mariadb`) or PostgreSQL.
+pub async fn setup_on(n: usize, mariadb: bool) -> anyhow::Result<Setup> {
     let mut attempt = 1;
     loop {
-        match try_setup(n).await {
+        match try_setup(n, mariadb).await {
             Ok(s) => return Ok(s),
             Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
                 println!("  a port was taken meanwhile; starting again ({e:#})");
@@ -48,8 +53,12 @@ pub async fn setup(n: usize) -> anyhow::Result<Setup> {
     }
 }
 
-async fn try_setup(n: usize) -> anyhow::Result<Setup> {
-    let env = TestEnv::new().await?;
+async fn try_setup(n: usize, mariadb: bool) -> anyhow::Result<Setup> {
+    let env = if mariadb {
+        TestEnv::mysql().await?
+    } else {
+        TestEnv::new().await?
+    };
     let specs = (1..=n)
         .map(|i| bench_gateway(&env, &format!("gw-{i}")))
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -208,13 +208,22 @@ async fn floor_for(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyhow::Res
 fn add_floor(out: &mut Outcome, floor: &Outcome) {
     let sum = floor.get(floor::FLOOR_SUM_P50).unwrap_or(f64::NAN);
     out.figure("floor sum p50 (same run)", sum, "ms");
+    if let Some(m) = floor.get(floor::FLOOR_SUM_MARIADB_P50) {
+        out.figure("mariadb floor sum p50 (same run)", m, "ms");
+    }
     if let Some(e) = floor.get_measure(floor::ETCD) {
         out.figure("etcd put->watch p50 (same run)", e.p50, "ms");
     }
 }
 
 fn add_ratios(out: &mut Outcome, floor: &Outcome, prefix: &str) {
-    let sum = floor.get(floor::FLOOR_SUM_P50).unwrap_or(f64::NAN);
+    // MariaDB runs against the floor with MariaDB's commit in it.
+    let sum_of = if prefix.starts_with("mariadb") {
+        floor::FLOOR_SUM_MARIADB_P50
+    } else {
+        floor::FLOOR_SUM_P50
+    };
+    let sum = floor.get(sum_of).unwrap_or(f64::NAN);
     let etcd = floor.get_measure(floor::ETCD).map(|s| s.p50);
     for (name, label) in [
         (propagation::PER_GATEWAY, "per-gateway"),
@@ -276,6 +285,25 @@ async fn run_propagation(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyho
         setup.stop().await;
         result?;
     }
+    // MariaDB in place of PostgreSQL, in the same sitting.
+    for &n in &counts {
+        println!("propagation: MariaDB, {n} gateway(s), {runs} x {iterations} updates");
+        let mut setup = propagation::setup_on(n, true).await?;
+        let result = async {
+            for (r, out) in outcomes.iter_mut().enumerate() {
+                println!("  run {}/{runs}", r + 1);
+                let o = setup.run(iterations, 10).await?;
+                out.extend(prefixed(o, &format!("mariadb N={n}: ")));
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        if result.is_err() {
+            setup.backing.keep_logs(&format!("propagation-mariadb-{n}"));
+        }
+        setup.stop().await;
+        result?;
+    }
     // The embedded default, in the same sitting: one process, SQLite and
     // the in-process bus; one node (gw-3, Label1) and all three.
     for (all_nodes, prefix) in [(false, "embedded N=1: "), (true, "embedded N=3: ")] {
@@ -300,11 +328,12 @@ async fn run_propagation(cli: &Cli, floor_result: &mut Option<Outcome>) -> anyho
         add_floor(out, &floor);
         for &n in &counts {
             add_ratios(out, &floor, &format!("N={n}: "));
+            add_ratios(out, &floor, &format!("mariadb N={n}: "));
         }
     }
     let mut report = Report::new(
         "propagation",
-        json!({"gateways": counts, "embedded": [1, 3], "iterations": iterations, "warmup": 10}),
+        json!({"gateways": counts, "mariadb": counts, "embedded": [1, 3], "iterations": iterations, "warmup": 10}),
         outcomes,
     );
     let first = counts.first().copied().unwrap_or(1);
@@ -496,6 +525,23 @@ async fn run_bulk(cli: &Cli) -> anyhow::Result<Report> {
     .await;
     if result.is_err() {
         setup.backing.keep_logs("bulk");
+    }
+    setup.stop().await;
+    result?;
+    // MariaDB in place of PostgreSQL, in the same sitting.
+    println!("bulk: MariaDB, {apis} APIs, {clients} clients, {gateways} gateways");
+    let mut setup = bench::bulk::setup_on(gateways, true).await?;
+    let result = async {
+        for (r, out) in outcomes.iter_mut().enumerate() {
+            println!("  run {}/{runs}", r + 1);
+            let o = setup.run(r, apis, clients).await?;
+            out.extend(prefixed(o, "mariadb: "));
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        setup.backing.keep_logs("bulk-mariadb");
     }
     setup.stop().await;
     result?;
