@@ -207,6 +207,21 @@ async fn changes_receipts_and_reports(p: Ports) -> anyhow::Result<()> {
         "{gateways:?}"
     );
     ensure!(gateways[0].details["version"] == "test" && gateways[0].labels == ["L1"]);
+    // A node that changes its labels runs what its new labels deploy.
+    for (labels, behind) in [(&["L3"][..], 0), (&[][..], 0), (&["L2"][..], 1)] {
+        p.desired
+            .record_statuses(&[report("gw-2", labels, true, vec![])?])
+            .await?;
+        let gateways = p.store.gateways(STALE).await?;
+        let gw2 = gateways
+            .iter()
+            .find(|g| g.node_id == "gw-2")
+            .context("gw-2")?;
+        ensure!(
+            gw2.labels == labels && gw2.apis_behind == behind,
+            "labels {labels:?}: {gw2:?}"
+        );
+    }
 
     // The same report again keeps the applied time; a new revision moves it.
     p.desired

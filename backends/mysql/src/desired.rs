@@ -198,10 +198,15 @@ async fn record_status(conn: &mut MySqlConnection, report: &GatewayStatusReport)
     .await?;
     // The labels one per row, for joins.
     let distinct: BTreeSet<&str> = labels.iter().copied().collect();
-    let sql = format!(
-        "DELETE FROM gateway_node_labels WHERE node_id = ? AND label NOT IN ({})",
-        placeholders(distinct.len())
-    );
+    // (`NOT IN (NULL)` would keep every row: no labels is no condition.)
+    let sql = if distinct.is_empty() {
+        "DELETE FROM gateway_node_labels WHERE node_id = ?".to_owned()
+    } else {
+        format!(
+            "DELETE FROM gateway_node_labels WHERE node_id = ? AND label NOT IN ({})",
+            placeholders(distinct.len())
+        )
+    };
     let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node);
     for label in &distinct {
         delete = delete.bind(label.to_string());

@@ -279,7 +279,8 @@ fn commits_of(pool: &MySqlPool) -> Arc<watch::Sender<u64>> {
 }
 
 /// `?, ?, ?` for `n` values (`NULL` for none, which matches nothing in
-/// an `IN` list).
+/// an `IN` list; never use it in a `NOT IN`, which it would make match
+/// nothing too).
 pub(crate) fn placeholders(n: usize) -> String {
     if n == 0 {
         return "NULL".to_owned();
