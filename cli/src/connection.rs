@@ -14,15 +14,17 @@ use crate::commands::CommandError;
 pub const DEFAULT_STATE_FILE: &str = ".artisync/state.json";
 
 #[derive(Debug, Clone, clap::Args)]
+/// Global within the command that flattens it, so that a nested
+/// subcommand (`import wso2`) takes them after its own name.
 pub struct ConnectionArgs {
     /// The publisher's URL [default: from the state file of `artisync up`].
-    #[arg(long, env = "ARTISYNC_URL")]
+    #[arg(long, env = "ARTISYNC_URL", global = true)]
     pub url: Option<String>,
     /// The publisher's bearer token [default: from the state file].
-    #[arg(long, env = "ARTISYNC_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "ARTISYNC_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// The state file `artisync up` wrote.
-    #[arg(long, env = "ARTISYNC_STATE_FILE", default_value = DEFAULT_STATE_FILE)]
+    #[arg(long, env = "ARTISYNC_STATE_FILE", default_value = DEFAULT_STATE_FILE, global = true)]
     pub state_file: PathBuf,
 }
 

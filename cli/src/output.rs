@@ -13,7 +13,7 @@ pub enum Format {
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
     /// table or json [default: table on a terminal, json in a pipe].
-    #[arg(long, short = 'o', value_enum)]
+    #[arg(long, short = 'o', value_enum, global = true)]
     pub output: Option<Format>,
 }
 

@@ -250,7 +250,9 @@ fn print_walkthrough(spec: &ClusterSpec, sample: Option<&str>, state_file: &std:
     // The client finds this cluster through the state file; from another
     // directory it needs to be told where it is.
     let default_state = std::path::Path::new(crate::connection::DEFAULT_STATE_FILE);
-    let state_flag = if state_file == default_state {
+    let is_default = state_file == default_state
+        || std::env::current_dir().is_ok_and(|dir| dir.join(default_state) == state_file);
+    let state_flag = if is_default {
         String::new()
     } else {
         format!(" --state-file {}", state_file.display())

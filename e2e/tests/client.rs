@@ -177,6 +177,21 @@ async fn publish_deploy_wait_and_status_show_every_node_on_the_revision() -> any
         ensure!(run.code == 0, "{run:?}");
         run.json()?;
     }
+    // Each node counts its queue's backlog and reports it.
+    eventually(
+        "every node to report its queue backlog",
+        Duration::from_secs(20),
+        || async {
+            let run = artisync(&c, &["gateways", "-o", "json"]).await?;
+            let list = run.json()?;
+            let nodes = list["gateways"].as_array().context("gateways")?;
+            Ok(
+                (nodes.len() == 3 && nodes.iter().all(|n| n["details"]["queueBacklog"].is_u64()))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
     let gateways = artisync(&c, &["gateways", "-o", "table"]).await?;
     ensure!(
         gateways.stdout.contains("gw-3") && gateways.stdout.contains("Label1"),

@@ -25,6 +25,9 @@ pub struct SubscriptionStatus {
     pub subscriptions: watch::Sender<u64>,
     /// Counts gaps (events the bus dropped); reconcile runs after each.
     pub gaps: watch::Sender<u64>,
+    /// Messages waiting in the node's queue as last counted; -1 when not
+    /// known (not subscribed, or the bus cannot tell).
+    pub backlog: std::sync::atomic::AtomicI64,
 }
 
 impl SubscriptionStatus {
@@ -33,11 +36,17 @@ impl SubscriptionStatus {
             connected: AtomicBool::new(false),
             subscriptions: watch::Sender::new(0),
             gaps: watch::Sender::new(0),
+            backlog: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The queue backlog as last counted, if known.
+    pub fn backlog(&self) -> Option<u64> {
+        u64::try_from(self.backlog.load(Ordering::Relaxed)).ok()
     }
 }
 
@@ -107,8 +116,44 @@ impl EventLoop {
     }
 }
 
+/// How often the queue backlog is counted while subscribed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Counts the queue's backlog until `stop`.
+async fn count_backlog(
+    probe: Box<dyn artisync_ports::bus::QueueBacklog>,
+    status: Arc<SubscriptionStatus>,
+    stop: CancellationToken,
+) {
+    loop {
+        let waiting = probe
+            .waiting()
+            .await
+            .ok()
+            .and_then(|n| i64::try_from(n).ok());
+        status
+            .backlog
+            .store(waiting.unwrap_or(-1), Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(BACKLOG_EVERY) => {}
+        }
+    }
+    status.backlog.store(-1, Ordering::Relaxed);
+}
+
 /// One subscription's life; answers whether it ended for shutdown.
-async fn consume(mut subscription: Box<dyn Subscription>, cx: &EventContext) -> bool {
+async fn consume(subscription: Box<dyn Subscription>, cx: &EventContext) -> bool {
+    let stop = cx.shutdown.child_token();
+    if let Some(probe) = subscription.backlog() {
+        tokio::spawn(count_backlog(probe, Arc::clone(&cx.status), stop.clone()));
+    }
+    let stopped = consume_until_lost(subscription, cx).await;
+    stop.cancel();
+    stopped
+}
+
+async fn consume_until_lost(mut subscription: Box<dyn Subscription>, cx: &EventContext) -> bool {
     let mut gate = cx.gate.clone();
     loop {
         let incoming = tokio::select! {

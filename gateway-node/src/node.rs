@@ -107,6 +107,8 @@ impl Node {
                 "mode": readiness.mode,
                 "startup": readiness.startup,
                 "amqpConnected": readiness.amqp_connected,
+                // Events waiting in the node's queue (null when unknown).
+                "queueBacklog": self.subscription.backlog(),
             }),
         }
     }

@@ -254,6 +254,15 @@ impl EventSubscriber for InProcessBus {
     }
 }
 
+struct InProcessBacklog(Arc<NodeQueue>);
+
+#[async_trait]
+impl artisync_ports::bus::QueueBacklog for InProcessBacklog {
+    async fn waiting(&self) -> Result<u64, BusError> {
+        Ok(self.0.state().ready.len() as u64)
+    }
+}
+
 struct InProcessSubscription {
     queue: Arc<NodeQueue>,
     prefetch: usize,
@@ -263,6 +272,10 @@ struct InProcessSubscription {
 
 #[async_trait]
 impl Subscription for InProcessSubscription {
+    fn backlog(&self) -> Option<Box<dyn artisync_ports::bus::QueueBacklog>> {
+        Some(Box::new(InProcessBacklog(Arc::clone(&self.queue))))
+    }
+
     async fn next(&mut self) -> Option<Incoming> {
         loop {
             // Registered before looking, so a publish in between wakes us.

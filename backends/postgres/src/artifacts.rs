@@ -148,7 +148,7 @@ async fn write_events(
     receipts::record_change(tx, events).await
 }
 
-fn summary_from_row(row: &PgRow) -> Result<ApiSummary> {
+pub(crate) fn summary_from_row(row: &PgRow) -> Result<ApiSummary> {
     Ok(ApiSummary {
         id: ApiId::from_uuid(row.try_get("id")?),
         name: row.try_get("name")?,
@@ -161,7 +161,8 @@ fn summary_from_row(row: &PgRow) -> Result<ApiSummary> {
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
+pub(crate) const SUMMARY_SELECT: &str =
+    "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
         r.sha256, a.created_at, a.updated_at
      FROM apis a JOIN api_revisions r ON r.api_id = a.id AND r.revision = a.latest_revision";
 
@@ -558,7 +559,7 @@ async fn api_status(pool: &PgPool, id: ApiId, stale_after: Duration) -> Result<V
     )?)
 }
 
-async fn gateways(pool: &PgPool, stale_after: Duration) -> Result<Vec<GatewaySummary>> {
+pub(crate) async fn gateways(pool: &PgPool, stale_after: Duration) -> Result<Vec<GatewaySummary>> {
     let rows = sqlx::query(
         "WITH desired AS (
             SELECT n.node_id, d.api_id, max(d.revision) AS revision
@@ -697,5 +698,12 @@ impl ArtifactStore for PgBackend {
         limit: u32,
     ) -> std::result::Result<Vec<PropagationSample>, StoreError> {
         Ok(receipts::propagation_samples(&self.pool, after, limit).await?)
+    }
+
+    async fn fleet(
+        &self,
+        stale_after: Duration,
+    ) -> std::result::Result<artisync_domain::fleet::Fleet, StoreError> {
+        Ok(crate::fleet::fleet(&self.pool, stale_after).await?)
     }
 }

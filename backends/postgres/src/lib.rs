@@ -7,6 +7,7 @@ mod artifacts;
 mod credentials;
 mod desired;
 mod error;
+mod fleet;
 mod object_store;
 mod outbox;
 mod receipts;

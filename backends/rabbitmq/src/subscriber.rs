@@ -105,11 +105,15 @@ impl EventSubscriber for RabbitSubscriber {
             )
             .await
             .map_err(broker)?;
+        // Its own channel: a failed passive declare closes the channel it
+        // runs on, and must not take the consumer with it.
+        let probe = conn.create_channel().await.ok();
         Ok(Box::new(RabbitSubscription {
             conn,
             channel,
             consumer,
             consumer_tag,
+            probe: probe.map(|channel| RabbitBacklog { channel, queue }),
         }))
     }
 
@@ -123,6 +127,33 @@ struct RabbitSubscription {
     channel: Channel,
     consumer: Consumer,
     consumer_tag: String,
+    probe: Option<RabbitBacklog>,
+}
+
+/// Reads the queue's ready count with a passive declare.
+#[derive(Clone)]
+struct RabbitBacklog {
+    channel: Channel,
+    queue: String,
+}
+
+#[async_trait]
+impl artisync_ports::bus::QueueBacklog for RabbitBacklog {
+    async fn waiting(&self) -> Result<u64, BusError> {
+        let queue = self
+            .channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker)?;
+        Ok(u64::from(queue.message_count()))
+    }
 }
 
 fn traceparent(properties: &lapin::BasicProperties) -> Option<String> {
@@ -138,6 +169,12 @@ fn traceparent(properties: &lapin::BasicProperties) -> Option<String> {
 
 #[async_trait]
 impl Subscription for RabbitSubscription {
+    fn backlog(&self) -> Option<Box<dyn artisync_ports::bus::QueueBacklog>> {
+        self.probe
+            .as_ref()
+            .map(|p| Box::new(p.clone()) as Box<dyn artisync_ports::bus::QueueBacklog>)
+    }
+
     async fn next(&mut self) -> Option<Incoming> {
         let delivery = match self.consumer.next().await? {
             Ok(d) => d,

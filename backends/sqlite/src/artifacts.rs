@@ -28,7 +28,7 @@ fn revision(n: i64) -> Result<Revision> {
     Ok(rules::stored_revision(BACKEND, n)?)
 }
 
-fn api_id(raw: &str) -> Result<ApiId> {
+pub(crate) fn api_id(raw: &str) -> Result<ApiId> {
     raw.parse::<ApiId>()
         .map_err(|e| StoreError::broken(BACKEND, format!("stored API id: {e}")).into())
 }
@@ -43,11 +43,12 @@ fn conflict_on_unique(e: sqlx::Error, new: &NewArtifact) -> Error {
     Error::Sql(e)
 }
 
-const SUMMARY_SELECT: &str = "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
+pub(crate) const SUMMARY_SELECT: &str =
+    "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
         r.sha256, a.created_at, a.updated_at
      FROM apis a JOIN api_revisions r ON r.api_id = a.id AND r.revision = a.latest_revision";
 
-fn summary_from_row(row: &SqliteRow) -> Result<ApiSummary> {
+pub(crate) fn summary_from_row(row: &SqliteRow) -> Result<ApiSummary> {
     Ok(ApiSummary {
         id: api_id(row.try_get("id")?)?,
         name: row.try_get("name")?,
@@ -503,7 +504,10 @@ impl SqliteBackend {
         )?)
     }
 
-    async fn gateway_summaries(&self, stale_after: Duration) -> Result<Vec<GatewaySummary>> {
+    pub(crate) async fn gateway_summaries(
+        &self,
+        stale_after: Duration,
+    ) -> Result<Vec<GatewaySummary>> {
         let readers = &self.inner.readers;
         let nodes = sqlx::query(
             "SELECT node_id, labels, ready, started_at, last_heartbeat, details
@@ -733,5 +737,12 @@ impl ArtifactStore for SqliteBackend {
         limit: u32,
     ) -> std::result::Result<Vec<artisync_ports::receipts::PropagationSample>, StoreError> {
         Ok(crate::receipts::propagation_samples(&self.inner.readers, after, limit).await?)
+    }
+
+    async fn fleet(
+        &self,
+        stale_after: Duration,
+    ) -> std::result::Result<artisync_domain::fleet::Fleet, StoreError> {
+        Ok(crate::fleet::fleet(self, stale_after).await?)
     }
 }

@@ -13,6 +13,7 @@
 mod artifacts;
 mod desired;
 mod error;
+mod fleet;
 mod object_store;
 mod open;
 mod outbox;

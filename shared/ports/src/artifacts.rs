@@ -106,31 +106,40 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// runs it. Stores with a cheaper way than one query per API override
     /// this.
     async fn fleet(&self, stale_after: Duration) -> Result<Fleet, StoreError> {
-        let nodes = self.gateways(stale_after).await?;
-        let mut apis = Vec::new();
-        for summary in self.list_apis().await? {
-            let detail = match self.get_api(summary.id).await {
-                Ok(detail) => detail,
-                // Deleted since the list was read.
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let statuses = match self.api_status(summary.id, stale_after).await {
-                Ok(statuses) => statuses,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            apis.push(FleetApi {
-                summary: detail.summary,
-                deployments: detail.deployments,
-                nodes: statuses.iter().map(FleetCell::from).collect(),
-            });
-        }
-        Ok(Fleet {
-            generated_at: Utc::now(),
-            stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
-            nodes,
-            apis,
-        })
+        one_api_at_a_time(self, stale_after).await
     }
+}
+
+/// The fleet read through the per-API calls: what every store's `fleet`
+/// must answer (the stores' own faster reads are tested against it).
+pub async fn one_api_at_a_time<S: ArtifactStore + ?Sized>(
+    store: &S,
+    stale_after: Duration,
+) -> Result<Fleet, StoreError> {
+    let nodes = store.gateways(stale_after).await?;
+    let mut apis = Vec::new();
+    for summary in store.list_apis().await? {
+        let detail = match store.get_api(summary.id).await {
+            Ok(detail) => detail,
+            // Deleted since the list was read.
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let statuses = match store.api_status(summary.id, stale_after).await {
+            Ok(statuses) => statuses,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        apis.push(FleetApi {
+            summary: detail.summary,
+            deployments: detail.deployments,
+            nodes: statuses.iter().map(FleetCell::from).collect(),
+        });
+    }
+    Ok(Fleet {
+        generated_at: Utc::now(),
+        stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+        nodes,
+        apis,
+    })
 }

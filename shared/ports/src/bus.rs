@@ -58,6 +58,18 @@ pub trait Subscription: Send {
     async fn next(&mut self) -> Option<Incoming>;
     /// Stops consuming; deliveries not acked go back to the queue.
     async fn close(self: Box<Self>);
+    /// A handle that counts the messages waiting in the node's queue,
+    /// usable while the subscription consumes (the fleet view's backlog).
+    fn backlog(&self) -> Option<Box<dyn QueueBacklog>> {
+        None
+    }
+}
+
+/// Counts what waits in one node's queue.
+#[async_trait]
+pub trait QueueBacklog: Send + Sync {
+    /// Messages ready for the node, not yet delivered.
+    async fn waiting(&self) -> Result<u64, BusError>;
 }
 
 pub enum Incoming {

@@ -17,6 +17,7 @@ pub mod artifacts;
 pub mod bus;
 pub mod desired;
 mod error;
+pub mod fleet;
 pub mod health;
 pub mod object_store;
 pub mod outbox;
