@@ -1,5 +1,5 @@
 //! Each store's own read of the fleet answers exactly what reading it one
-//! API at a time does, on SQLite and on PostgreSQL.
+//! API at a time does, on SQLite, on PostgreSQL and on MariaDB.
 
 use std::time::Duration;
 
@@ -70,7 +70,8 @@ async fn check(url: StorageUrl) -> anyhow::Result<()> {
     let store = storage
         .for_publisher("amqp://127.0.0.1:1/%2f", &Default::default())
         .store;
-    let desired = storage.for_traffic_manager()?.desired;
+    // (Not `for_traffic_manager`: MySQL holds no persistence store.)
+    let desired = storage.desired.clone();
     let ctx = ChangeContext::default();
     let a = store.create_api(artifact("A", "r1")).await?;
     let b = store.create_api(artifact("B", "r1")).await?;
@@ -147,5 +148,11 @@ async fn the_fleet_read_at_once_matches_the_fleet_read_per_api_on_sqlite() -> an
 #[tokio::test]
 async fn the_fleet_read_at_once_matches_the_fleet_read_per_api_on_postgres() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
+    check(StorageUrl::parse("database.url", &db.url)?).await
+}
+
+#[tokio::test]
+async fn the_fleet_read_at_once_matches_the_fleet_read_per_api_on_mariadb() -> anyhow::Result<()> {
+    let db = artisync_e2e::mysql::TestDatabase::create_empty().await?;
     check(StorageUrl::parse("database.url", &db.url)?).await
 }

@@ -168,7 +168,7 @@ pub(crate) async fn write_events(
     crate::receipts::record_change(conn, events).await
 }
 
-fn summary_from_row(row: &MySqlRow) -> Result<ApiSummary> {
+pub(crate) fn summary_from_row(row: &MySqlRow) -> Result<ApiSummary> {
     Ok(ApiSummary {
         id: api_id(row.try_get("id")?)?,
         name: row.try_get("name")?,
@@ -181,7 +181,8 @@ fn summary_from_row(row: &MySqlRow) -> Result<ApiSummary> {
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
+pub(crate) const SUMMARY_SELECT: &str =
+    "SELECT a.id, a.name, a.version, a.context, a.latest_revision,
         r.sha256, a.created_at, a.updated_at
      FROM apis a JOIN api_revisions r ON r.api_id = a.id AND r.revision = a.latest_revision";
 
@@ -612,7 +613,10 @@ async fn api_status(
     )?)
 }
 
-async fn gateways(pool: &MySqlPool, stale_after: Duration) -> Result<Vec<GatewaySummary>> {
+pub(crate) async fn gateways(
+    pool: &MySqlPool,
+    stale_after: Duration,
+) -> Result<Vec<GatewaySummary>> {
     // Per node, what it should run (the highest revision over its labels)
     // against what it reported; counted per node, then joined to the node.
     let rows = sqlx::query(
@@ -761,5 +765,12 @@ impl ArtifactStore for MySqlBackend {
         limit: u32,
     ) -> std::result::Result<Vec<PropagationSample>, StoreError> {
         Ok(crate::receipts::propagation_samples(&self.pool, after, limit).await?)
+    }
+
+    async fn fleet(
+        &self,
+        stale_after: Duration,
+    ) -> std::result::Result<artisync_domain::fleet::Fleet, StoreError> {
+        Ok(crate::fleet::fleet(&self.pool, stale_after).await?)
     }
 }

@@ -14,6 +14,7 @@
 mod artifacts;
 mod desired;
 mod error;
+mod fleet;
 mod outbox;
 mod receipts;
 mod setup;
