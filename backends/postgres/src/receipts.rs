@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use artisync_domain::event::{DeploymentEvent, EventType};
-use artisync_domain::receipt::{ChangeKind, Receipt};
-use artisync_domain::{ApiId, GatewayLabel};
+use artisync_domain::ApiId;
+use artisync_domain::event::DeploymentEvent;
+use artisync_domain::receipt::Receipt;
 use artisync_ports::receipts::{self, ChangeRecord, NodeRow, PropagationSample};
 use artisync_ports::rules::{self, NodeReportRow};
 use chrono::{DateTime, Utc};
@@ -21,18 +21,8 @@ pub(crate) async fn record_change(
     tx: &mut Transaction<'_, Postgres>,
     events: &[DeploymentEvent],
 ) -> Result<()> {
-    let Some(first) = events.first() else {
+    let Some((first, kind, labels)) = receipts::change_of(events) else {
         return Ok(());
-    };
-    let mut labels: Vec<&str> = events
-        .iter()
-        .flat_map(|e| e.gateway_labels.iter().map(GatewayLabel::as_str))
-        .collect();
-    labels.sort_unstable();
-    labels.dedup();
-    let kind = match first.event_type {
-        EventType::DeployApiInGateway => ChangeKind::Deploy,
-        EventType::RemoveApiFromGateway => ChangeKind::Remove,
     };
     sqlx::query(
         "INSERT INTO changes (sequence, kind, api_id, name, version, revision, sha256, labels)

@@ -95,29 +95,7 @@ impl Setup {
         .await?;
         let last_answer = Instant::now();
         self.published += apis;
-        let target = self.published as u64;
-        // Poll every gateway's deployed-API gauge until all are there.
-        let mut pending: Vec<u16> = self.gateways.iter().map(|(_, p)| *p).collect();
-        let deadline = last_answer + Duration::from_secs(120);
-        while !pending.is_empty() {
-            let mut still = Vec::new();
-            for port in pending {
-                if deployed_count(&self.http, port).await.unwrap_or(0) < target {
-                    still.push(port);
-                }
-            }
-            pending = still;
-            if pending.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!(
-                    "{} gateways did not converge within 120 s of the last answer",
-                    pending.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.wait_converged(last_answer).await?;
         let converged = Instant::now();
         let mut out = Outcome::default();
         out.measure(CREATE, Stats::from_durations(&creates));

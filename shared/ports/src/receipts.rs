@@ -25,6 +25,30 @@ pub struct ChangeRecord {
     pub committed_at: DateTime<Utc>,
 }
 
+/// What a change's events (all of one sequence) record: the first event,
+/// its kind, and every label of them, sorted and without repeats.
+pub fn change_of(
+    events: &[artisync_domain::event::DeploymentEvent],
+) -> Option<(
+    &artisync_domain::event::DeploymentEvent,
+    ChangeKind,
+    Vec<&str>,
+)> {
+    use artisync_domain::event::EventType;
+    let first = events.first()?;
+    let mut labels: Vec<&str> = events
+        .iter()
+        .flat_map(|e| e.gateway_labels.iter().map(GatewayLabel::as_str))
+        .collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let kind = match first.event_type {
+        EventType::DeployApiInGateway => ChangeKind::Deploy,
+        EventType::RemoveApiFromGateway => ChangeKind::Remove,
+    };
+    Some((first, kind, labels))
+}
+
 /// One node's deploy, timed from the commit of its change: what feeds
 /// `artisync_propagation_seconds`.
 #[derive(Debug, Clone)]
