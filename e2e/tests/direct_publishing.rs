@@ -178,8 +178,28 @@ async fn wait_serving(gw: &Gateway, path: &str, tag: &str) -> anyhow::Result<()>
 }
 
 #[tokio::test]
-async fn the_publisher_pushes_deploys_and_undeploys_to_every_gateway() -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
+async fn the_publisher_pushes_deploys_and_undeploys_to_every_gateway_on_postgres()
+-> anyhow::Result<()> {
+    pushes_deploys_and_undeploys(TestEnv::new().await?).await
+}
+
+#[tokio::test]
+async fn the_publisher_pushes_deploys_and_undeploys_to_every_gateway_on_mariadb()
+-> anyhow::Result<()> {
+    pushes_deploys_and_undeploys(TestEnv::mysql().await?).await
+}
+
+/// The receipt of change `sequence` once no node is pending.
+async fn receipt(client: &PublisherClient, sequence: u64) -> anyhow::Result<serde_json::Value> {
+    let answer = client
+        .0
+        .get(&format!("/api/v1/changes/{sequence}?waitMs=20000"))
+        .await?;
+    ensure!(answer.status.is_success(), "{}", answer.text);
+    Ok(answer.body)
+}
+
+async fn pushes_deploys_and_undeploys(env: TestEnv) -> anyhow::Result<()> {
     let dir = env.work_dir.clone();
     let admin_token = random_token();
     let mut gw1 = start_gateway("gw-push-1", &admin_token, &dir)?;
@@ -219,6 +239,25 @@ async fn the_publisher_pushes_deploys_and_undeploys_to_every_gateway() -> anyhow
     ensure!(deployed.status.is_success(), "{}", deployed.text);
     wait_serving(&gw1, "/pushed/hello", "r1").await?;
     wait_serving(&gw2, "/pushed/hello", "r1").await?;
+    // The publisher records what the pushed gateways report: the receipt
+    // names both as applied.
+    let sequence = deployed.body["sequence"].as_u64().context("no sequence")?;
+    let nodes = eventually("a receipt with both pushed gateways", DEADLINE, || async {
+        let r = receipt(&client, sequence).await?;
+        let applied: Vec<String> = r["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["state"] == "APPLIED")
+            .filter_map(|n| n["nodeId"].as_str().map(str::to_owned))
+            .collect();
+        Ok((applied.len() == 2).then_some(applied))
+    })
+    .await?;
+    ensure!(
+        nodes.contains(&"gw-push-1".to_owned()) && nodes.contains(&"gw-push-2".to_owned()),
+        "{nodes:?}"
+    );
 
     // A gateway stopped during the push gets the change once it is back.
     gw2.process.stop(GRACE).await;

@@ -79,6 +79,7 @@ fn documented_routes() -> (OpenApiRouter<Arc<Node>>, OpenApiRouter<Arc<Node>>) {
         .routes(routes!(openapi_json));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(list_apis))
+        .routes(routes!(status_report))
         .routes(routes!(get_api, put_api, delete_api))
         .routes(routes!(get_artifact))
         .routes(routes!(redeploy))
@@ -303,6 +304,18 @@ async fn list_apis(State(node): State<Arc<Node>>) -> Response {
         "apis": apis,
     }))
     .into_response()
+}
+
+/// The node's whole status report, as it sends it to the traffic manager;
+/// the publisher records it for pushed nodes (`artifact_source =
+/// "publisher"`), which have no traffic manager to report to.
+#[utoipa::path(get, path = "/api/gateway/v1/status", tag = "apis", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The node's status report: node id, labels, readiness and every API's applied state", body = Object),
+        (status = 401, description = "Missing or wrong token", body = ErrorDoc),
+    ))]
+async fn status_report(State(node): State<Arc<Node>>) -> Response {
+    Json(node.status_report(true, None)).into_response()
 }
 
 fn parse_api_id(raw: &str) -> Result<ApiId, AdminError> {

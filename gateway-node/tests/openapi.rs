@@ -13,6 +13,7 @@ use artisync_gateway::admin;
 /// The admin API of DESIGN.md §7, plus this document.
 const EXPECTED: &[(&str, &str)] = &[
     ("get", "/api/gateway/v1/apis"),
+    ("get", "/api/gateway/v1/status"),
     ("get", "/api/gateway/v1/apis/{apiId}"),
     ("put", "/api/gateway/v1/apis/{apiId}"),
     ("delete", "/api/gateway/v1/apis/{apiId}"),

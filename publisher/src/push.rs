@@ -148,6 +148,7 @@ impl TargetPusher {
         // The change number the gateway was last brought to.
         let mut pushed_sequence: Option<i64> = None;
         let mut last_full: Option<Instant> = None;
+        let mut last_report: Option<Instant> = None;
         let mut delays = retry_delays();
         loop {
             commits.mark_unchanged();
@@ -163,8 +164,16 @@ impl TargetPusher {
                             "gateway brought to the desired state"
                         );
                     }
-                    if full || pushed_sequence != Some(sequence) {
+                    let state_changed = full || pushed_sequence != Some(sequence);
+                    if state_changed {
+                        // The pass compared the gateway with the state.
                         last_full = Some(Instant::now());
+                    }
+                    if state_changed
+                        || last_report.is_none_or(|t: Instant| t.elapsed() >= REPORT_EVERY)
+                    {
+                        self.record_status().await;
+                        last_report = Some(Instant::now());
                     }
                     pushed_sequence = Some(sequence);
                     delays = retry_delays();
@@ -197,6 +206,22 @@ impl TargetPusher {
                     }
                 }
             }
+        }
+    }
+
+    /// Records the gateway's status report, as a pulling node sends its own
+    /// to the traffic manager: the fleet view, receipts and propagation
+    /// times then cover pushed gateways too.
+    async fn record_status(&self) {
+        let report = match self.target.gateway.status().await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the gateway's status report");
+                return;
+            }
+        };
+        if let Err(e) = self.desired.record_statuses(&[report]).await {
+            tracing::warn!(error = %e, "cannot record the gateway's status report");
         }
     }
 
@@ -267,6 +292,10 @@ impl TargetPusher {
         Ok((metadata.sequence, summary))
     }
 }
+
+/// How often a pushed gateway's status is recorded when nothing changed:
+/// its heartbeat in the fleet view.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// 100 ms doubling to 5 s, with jitter: a gateway back from a restart gets
 /// the state within seconds, and a gateway that stays down is not hammered.

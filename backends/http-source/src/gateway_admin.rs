@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use artisync_domain::runtime::GatewayStatusReport;
 use artisync_domain::{ApiId, Revision, Sha256Digest};
 use artisync_http::{REVISION_HEADER, SHA256_HEADER};
 use artisync_ports::push::{GatewayAdmin, PushError, Pushed, RunningApi};
@@ -140,6 +141,18 @@ impl GatewayAdmin for GatewayAdminClient {
             | StatusCode::PAYLOAD_TOO_LARGE => Ok(Pushed::Refused(Self::message(response).await)),
             _ => Err(Self::status_error(&url, response).await),
         }
+    }
+
+    async fn status(&self) -> Result<GatewayStatusReport, PushError> {
+        let url = format!("{}/api/gateway/v1/status", self.base);
+        let response = self.send(&url, self.http.get(&url)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(Self::status_error(&url, response).await);
+        }
+        response.json().await.map_err(|e| PushError::Invalid {
+            url,
+            message: error_chain(&e),
+        })
     }
 
     async fn undeploy(&self, api: ApiId) -> Result<(), PushError> {

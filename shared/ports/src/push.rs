@@ -2,6 +2,7 @@
 //! each label's desired state to the admin API of every gateway of the
 //! label, instead of the gateways pulling it from the traffic manager.
 
+use artisync_domain::runtime::GatewayStatusReport;
 use artisync_domain::{ApiId, GatewayLabel, Revision, Sha256Digest};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -68,6 +69,8 @@ pub trait GatewayAdmin: Send + Sync + 'static {
     ) -> Result<Pushed, PushError>;
     /// Removes the API; succeeds when the gateway did not run it.
     async fn undeploy(&self, api: ApiId) -> Result<(), PushError>;
+    /// The gateway's whole status report, for the fleet view.
+    async fn status(&self) -> Result<GatewayStatusReport, PushError>;
 }
 
 /// A gateway and the labels (WSO2 environments) it belongs to.
