@@ -288,6 +288,32 @@ impl RawConfig {
                 "must be greater than 0",
             ));
         }
+        for (key, value) in [
+            (
+                "gateway.data_plane.body_read_timeout_ms",
+                g.data_plane.body_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.body_total_timeout_ms",
+                g.data_plane.body_total_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.header_read_timeout_ms",
+                g.data_plane.header_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.max_connections",
+                g.data_plane.max_connections as u64,
+            ),
+            (
+                "gateway.data_plane.max_out_only_in_flight",
+                g.data_plane.max_out_only_in_flight as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
         if g.data_plane.workers > 1024 {
             return Err(ConfigError::invalid(
                 "gateway.data_plane.workers",

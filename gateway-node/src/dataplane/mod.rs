@@ -16,6 +16,7 @@ mod expression;
 mod headers;
 mod matcher;
 mod mediation;
+mod path;
 mod proxy;
 mod routing;
 mod server;

@@ -21,7 +21,7 @@ use thiserror::Error;
 use super::body::{Body, BodyError};
 use super::config::DataPlaneConfig;
 use super::context::{MessageContext, Postfix};
-use super::headers::strip_hop_by_hop;
+use super::headers::strip_framing;
 use super::matcher::query_param;
 
 /// The pooled client shared by every request.
@@ -49,6 +49,8 @@ pub enum ProxyError {
     RequestTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("the request body was not received in time: {0}")]
+    ClientBodyTimeout(String),
 }
 
 impl ProxyError {
@@ -57,9 +59,9 @@ impl ProxyError {
         match self {
             ProxyError::Unreachable(_) | ProxyError::BadUrl { .. } => ERROR_CODE_CONNECT_FAILED,
             ProxyError::Timeout(_) => ERROR_CODE_TIMEOUT,
-            ProxyError::RequestTooLarge { .. } | ProxyError::ClientBody(_) => {
-                ERROR_CODE_SEND_FAILED
-            }
+            ProxyError::RequestTooLarge { .. }
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientBodyTimeout(_) => ERROR_CODE_SEND_FAILED,
         }
     }
 }
@@ -186,6 +188,12 @@ pub fn percent_encode_into(out: &mut String, value: &str) {
     }
 }
 
+/// An endpoint URL for logs and error messages: without its query, which
+/// may carry the client's credentials (`?access_token=...`).
+pub fn url_for_log(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(base, _)| base)
+}
+
 /// Builds the request for an endpoint from the current message, moving its
 /// headers and body out of the context (the message is consumed by the
 /// send, as in Synapse).
@@ -196,11 +204,11 @@ pub fn build_request(
     // Parsing from the owned string hands its buffer to the URI uncopied.
     let uri = Uri::try_from(endpoint_url(endpoint, ctx)).map_err(|_| ProxyError::BadUrl {
         // Rebuilt only on this error path; the context is still unchanged.
-        url: endpoint_url(endpoint, ctx),
+        url: url_for_log(&endpoint_url(endpoint, ctx)).to_owned(),
         reason: "it is not a valid URL",
     })?;
     let bad = |reason| ProxyError::BadUrl {
-        url: uri.to_string(),
+        url: url_for_log(&uri.to_string()).to_owned(),
         reason,
     };
     if uri.scheme() != Some(&Scheme::HTTP) {
@@ -219,7 +227,9 @@ pub fn build_request(
     };
 
     let mut headers = std::mem::take(&mut ctx.headers);
-    strip_hop_by_hop(&mut headers);
+    // The peer's hop-by-hop headers went when its message arrived; what is
+    // left was set by mediators or is end-to-end.
+    strip_framing(&mut headers);
     // The client does not do `Expect: 100-continue`; the gateway already
     // accepted the body from the client.
     headers.remove(EXPECT);
@@ -286,6 +296,7 @@ fn classify(err: &hyper_util::client::legacy::Error, timeout: Duration) -> Proxy
             return match body {
                 BodyError::TooLarge { limit } => ProxyError::RequestTooLarge { limit: *limit },
                 BodyError::Transport(e) => ProxyError::ClientBody(e.to_string()),
+                BodyError::TimedOut { .. } => ProxyError::ClientBodyTimeout(body.to_string()),
             };
         }
         if let Some(io) = current.downcast_ref::<io::Error>()
