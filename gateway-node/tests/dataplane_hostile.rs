@@ -136,7 +136,7 @@ impl Gateway {
     }
 
     async fn start_on(table: SharedRoutingTable, config: DataPlaneConfig) -> Gateway {
-        let data_plane = Arc::new(DataPlane::new(table, config, Default::default()));
+        let data_plane = Arc::new(DataPlane::new(table, config, Default::default()).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -753,4 +753,131 @@ async fn a_context_clash_in_a_batch_leaves_records_and_table_in_agreement() {
         "Incumbent"
     );
     assert_eq!(json_body(gateway.get("/free").await).await["api"], "Free");
+}
+
+// ------------------------------------------------------- https endpoints
+
+/// A certificate authority made for the test, and a TLS backend on
+/// loopback whose certificate (for `localhost`) it signed.
+struct TlsBackend {
+    port: u16,
+    ca_file: std::path::PathBuf,
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
+impl TlsBackend {
+    async fn start() -> TlsBackend {
+        use hyper::service::service_fn;
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "artisync test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+
+        let ca_file =
+            std::env::temp_dir().join(format!("artisync-test-ca-{}.pem", ApiId::new_random()));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(
+                        |request: hyper::Request<hyper::body::Incoming>| async move {
+                            let echoed = json!({
+                                "path": request.uri().path(),
+                                "tls": true,
+                                "host": request.headers().get("host").and_then(|h| h.to_str().ok()),
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from(echoed.to_string())),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsBackend { port, ca_file }
+    }
+}
+
+fn tls_api(port: u16) -> String {
+    format!(
+        r#"<api xmlns="http://ws.apache.org/ns/synapse" name="Tls" context="/tls">
+            <resource methods="GET" url-mapping="/*">
+                <inSequence>
+                    <send><endpoint><address uri="https://localhost:{port}/"/></endpoint></send>
+                </inSequence>
+            </resource>
+        </api>"#
+    )
+}
+
+#[tokio::test]
+async fn https_endpoints_are_proxied_over_verified_tls() {
+    let backend = TlsBackend::start().await;
+    let config = DataPlaneConfig {
+        endpoint_ca_file: Some(backend.ca_file.clone()),
+        ..DataPlaneConfig::default()
+    };
+    let gateway = Gateway::start_with(vec![compile(&tls_api(backend.port))], config).await;
+    let response = gateway.get("/tls/orders/1").await;
+    assert_eq!(response.status(), 200);
+    let seen = json_body(response).await;
+    assert_eq!(seen["tls"], true, "{seen}");
+    assert_eq!(seen["path"], "/orders/1", "{seen}");
+    assert_eq!(
+        seen["host"],
+        format!("localhost:{}", backend.port),
+        "{seen}"
+    );
+
+    // Without the private CA the certificate is not trusted: 502.
+    let untrusting = Gateway::start(vec![compile(&tls_api(backend.port))]).await;
+    let refused = untrusting.get("/tls/orders/1").await;
+    assert_eq!(refused.status(), 502);
+    let body = json_body(refused).await;
+    assert_eq!(body["code"], 502, "{body}");
+}
+
+#[test]
+fn an_unreadable_endpoint_ca_file_stops_the_data_plane() {
+    let config = DataPlaneConfig {
+        endpoint_ca_file: Some(std::env::temp_dir().join("artisync-no-such-ca.pem")),
+        ..DataPlaneConfig::default()
+    };
+    let table: SharedRoutingTable = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
+    let err = DataPlane::new(table, config, Default::default())
+        .expect_err("an unreadable CA file is refused");
+    assert!(err.to_string().contains("artisync-no-such-ca.pem"), "{err}");
 }

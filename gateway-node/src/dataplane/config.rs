@@ -1,5 +1,6 @@
 //! `[gateway.data_plane]`: tuning of the API traffic listener.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,10 @@ pub struct DataPlaneConfig {
     /// at once, per worker; beyond it a client gets 503 instead of another
     /// background send. Default 1024.
     pub max_out_only_in_flight: usize,
+    /// A PEM file of CA certificates that `https://` endpoints may be
+    /// signed by, besides the public (webpki) roots: for endpoints behind a
+    /// private CA. Unset by default.
+    pub endpoint_ca_file: Option<PathBuf>,
 }
 
 impl DataPlaneConfig {
@@ -102,6 +107,7 @@ impl Default for DataPlaneConfig {
             header_read_timeout_ms: Self::DEFAULT_HEADER_READ_TIMEOUT_MS,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_out_only_in_flight: Self::DEFAULT_MAX_OUT_ONLY_IN_FLIGHT,
+            endpoint_ca_file: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use artisync_synapse::{Endpoint, EndpointKind};
@@ -13,6 +14,7 @@ use http::header::{CONTENT_LENGTH, EXPECT, HOST, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -24,8 +26,9 @@ use super::context::{MessageContext, Postfix};
 use super::headers::strip_framing;
 use super::matcher::query_param;
 
-/// The pooled client shared by every request.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// The pooled client shared by every request: plain HTTP, or TLS for
+/// `https://` endpoints.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -66,9 +69,12 @@ impl ProxyError {
     }
 }
 
-/// Builds the pooled HTTP/1.1 keep-alive client.
-pub fn build_client(config: &DataPlaneConfig) -> HttpClient {
+/// Builds the pooled HTTP/1.1 keep-alive client, with `tls` for `https://`
+/// endpoints.
+pub fn build_client(config: &DataPlaneConfig, tls: Arc<rustls::ClientConfig>) -> HttpClient {
     let mut connector = HttpConnector::new();
+    // The TLS layer above checks the scheme.
+    connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout()));
     connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -77,7 +83,13 @@ pub fn build_client(config: &DataPlaneConfig) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(90))
         // We set `Host` ourselves, from the endpoint URL.
         .set_host(false)
-        .build(connector)
+        .build(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(Arc::unwrap_or_clone(tls))
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        )
 }
 
 /// The URL a message goes to (DESIGN.md §3): `{uri.var.x}` and
@@ -211,8 +223,8 @@ pub fn build_request(
         url: url_for_log(&uri.to_string()).to_owned(),
         reason,
     };
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(bad("only http:// endpoints are supported"));
+    if uri.scheme() != Some(&Scheme::HTTP) && uri.scheme() != Some(&Scheme::HTTPS) {
+        return Err(bad("only http:// and https:// endpoints are supported"));
     }
     let host = match uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str())

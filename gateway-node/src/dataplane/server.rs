@@ -28,6 +28,7 @@ use super::mediation::mediate;
 use super::path::has_dot_segment;
 use super::proxy::{HttpClient, build_client};
 use super::routing::{CompiledApi, SharedRoutingTable};
+use super::tls::{EndpointTlsError, endpoint_tls};
 use artisync_telemetry::metrics::Counter;
 
 /// Request ids: unique per process, cheap (no formatting or randomness on
@@ -58,10 +59,27 @@ impl std::fmt::Debug for DataPlane {
 }
 
 impl DataPlane {
-    pub fn new(table: SharedRoutingTable, config: DataPlaneConfig, unrouted: Arc<Counter>) -> Self {
+    /// Fails only when the TLS settings for endpoints cannot be built (an
+    /// unreadable `endpoint_ca_file`), which the node's config checks
+    /// before it binds a port.
+    pub fn new(
+        table: SharedRoutingTable,
+        config: DataPlaneConfig,
+        unrouted: Arc<Counter>,
+    ) -> Result<Self, EndpointTlsError> {
+        let tls = endpoint_tls(config.endpoint_ca_file.as_deref())?;
+        Ok(DataPlane::with_tls(table, config, unrouted, tls))
+    }
+
+    fn with_tls(
+        table: SharedRoutingTable,
+        config: DataPlaneConfig,
+        unrouted: Arc<Counter>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         DataPlane {
             unrouted,
-            client: build_client(&config),
+            client: build_client(&config, tls),
             endpoint_timeout: config.endpoint_timeout(),
             out_only: Arc::new(Semaphore::new(
                 config.max_out_only_in_flight.min(Semaphore::MAX_PERMITS),
@@ -249,14 +267,16 @@ pub async fn serve_per_core(
     unrouted: Arc<Counter>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let tls = endpoint_tls(config.endpoint_ca_file.as_deref()).map_err(std::io::Error::other)?;
     let mut workers = Vec::new();
     let mut done = Vec::new();
     for index in 0..config.worker_count() {
         let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-        let data_plane = Arc::new(DataPlane::new(
+        let data_plane = Arc::new(DataPlane::with_tls(
             Arc::clone(&table),
             config.clone(),
             unrouted.clone(),
+            Arc::clone(&tls),
         ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
