@@ -336,7 +336,10 @@ async fn dot_segments_in_any_spelling_are_refused_before_routing() {
     .await;
     let response = read_until_closed(&mut stream).await;
     let (status, body) = parse_raw(&response);
-    assert_eq!(status, 400, "a backslash dot segment is refused: {response}");
+    assert_eq!(
+        status, 400,
+        "a backslash dot segment is refused: {response}"
+    );
     assert!(body.contains("dot segment"), "{response}");
 }
 

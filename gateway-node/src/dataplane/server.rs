@@ -245,8 +245,8 @@ impl DataPlane {
 }
 
 /// A connection handed from the accept loop to the worker that serves it,
-/// detached from the accepting runtime's reactor.
-/// The permit is the connection's slot under `max_connections`.
+/// detached from the accepting runtime's reactor, with its slot under
+/// `max_connections` (held until the connection closes).
 type Handed = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// Serves API traffic on `listener` with [`DataPlaneConfig::worker_count`]
