@@ -316,6 +316,38 @@ impl RawConfig {
                 "must be greater than 0",
             ));
         }
+        for (key, value) in [
+            (
+                "gateway.data_plane.body_read_timeout_ms",
+                g.data_plane.body_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.body_total_timeout_ms",
+                g.data_plane.body_total_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.header_read_timeout_ms",
+                g.data_plane.header_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.max_connections",
+                g.data_plane.max_connections as u64,
+            ),
+            (
+                "gateway.data_plane.max_out_only_in_flight",
+                g.data_plane.max_out_only_in_flight as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if let Err(e) = crate::dataplane::endpoint_tls(g.data_plane.endpoint_ca_file.as_deref()) {
+            return Err(ConfigError::invalid(
+                "gateway.data_plane.endpoint_ca_file",
+                e.to_string(),
+            ));
+        }
         if g.data_plane.workers > 1024 {
             return Err(ConfigError::invalid(
                 "gateway.data_plane.workers",
@@ -466,6 +498,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown_key"), "{err}");
+    }
+
+    #[test]
+    fn bad_data_plane_values_name_their_key() {
+        let data_plane = |line: &str| {
+            GOOD.replace(
+                "[apim.sync_runtime_artifacts.gateway]",
+                &format!("[gateway.data_plane]\n{line}\n[apim.sync_runtime_artifacts.gateway]"),
+            )
+        };
+        for (line, key) in [
+            (
+                "body_read_timeout_ms = 0",
+                "gateway.data_plane.body_read_timeout_ms",
+            ),
+            (
+                "body_total_timeout_ms = 0",
+                "gateway.data_plane.body_total_timeout_ms",
+            ),
+            (
+                "header_read_timeout_ms = 0",
+                "gateway.data_plane.header_read_timeout_ms",
+            ),
+            ("max_connections = 0", "gateway.data_plane.max_connections"),
+            (
+                "max_out_only_in_flight = 0",
+                "gateway.data_plane.max_out_only_in_flight",
+            ),
+            (
+                "endpoint_ca_file = \"/nonexistent/artisync-ca.pem\"",
+                "gateway.data_plane.endpoint_ca_file",
+            ),
+        ] {
+            let err = parse(&data_plane(line)).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let s = parse(&data_plane("max_connections = 5")).unwrap();
+        assert_eq!(s.data_plane.max_connections, 5);
     }
 
     #[test]
