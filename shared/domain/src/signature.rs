@@ -49,6 +49,16 @@ impl EventSigningKey {
         EventSigningKey(SigningKey::from_bytes(&seed))
     }
 
+    /// The key in PKCS#8 PEM, as `signing_key_file` holds it.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+        self.0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError::Private(e.to_string()))
+    }
+
     /// The public key, base64 of its 32 bytes (`publisher_public_key`).
     pub fn public_key_base64(&self) -> String {
         STANDARD.encode(self.0.verifying_key().as_bytes())
@@ -168,6 +178,8 @@ mod tests {
         let signing = SigningKey::from_bytes(&[3; 32]);
         let pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
         let key = EventSigningKey::from_pem(&pem).unwrap();
+        let again = EventSigningKey::from_pem(&key.to_pem().unwrap()).unwrap();
+        assert_eq!(again.public_key_base64(), key.public_key_base64());
         let public_pem = signing
             .verifying_key()
             .to_public_key_pem(LineEnding::LF)
