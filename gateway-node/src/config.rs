@@ -342,6 +342,18 @@ impl RawConfig {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
             }
         }
+        match g.data_plane.tls_files() {
+            Err((key, message)) => return Err(ConfigError::invalid(key, message)),
+            Ok(Some(files)) => {
+                if let Err(e) = files.acceptor() {
+                    return Err(ConfigError::invalid(
+                        "gateway.data_plane.tls_cert_file",
+                        e.to_string(),
+                    ));
+                }
+            }
+            Ok(None) => {}
+        }
         if let Err(e) = crate::dataplane::endpoint_tls(g.data_plane.endpoint_ca_file.as_deref()) {
             return Err(ConfigError::invalid(
                 "gateway.data_plane.endpoint_ca_file",

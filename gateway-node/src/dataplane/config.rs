@@ -1,6 +1,8 @@
 //! `[gateway.data_plane]`: tuning of the API traffic listener.
 
 use std::path::PathBuf;
+
+use artisync_http::tls::{ServerTlsFiles, server_tls_files};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,11 @@ pub struct DataPlaneConfig {
     /// signed by, besides the public (webpki) roots: for endpoints behind a
     /// private CA. Unset by default.
     pub endpoint_ca_file: Option<PathBuf>,
+    /// With `tls_key_file`: the listener serves HTTPS with this certificate
+    /// chain (PEM, leaf first). Unset: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl DataPlaneConfig {
@@ -85,6 +92,16 @@ impl DataPlaneConfig {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
+    /// The HTTPS settings of the listener, when it has a certificate.
+    pub fn tls_files(&self) -> Result<Option<ServerTlsFiles>, (String, String)> {
+        server_tls_files(
+            "gateway.data_plane.",
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            None,
+        )
+    }
+
     /// How many data-plane threads to run: `workers`, or one per core.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -108,6 +125,8 @@ impl Default for DataPlaneConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_out_only_in_flight: Self::DEFAULT_MAX_OUT_ONLY_IN_FLIGHT,
             endpoint_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

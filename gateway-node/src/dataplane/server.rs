@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -268,6 +269,7 @@ pub async fn serve_per_core(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let tls = endpoint_tls(config.endpoint_ca_file.as_deref()).map_err(std::io::Error::other)?;
+    let https = listener_tls(&config)?;
     let mut workers = Vec::new();
     let mut done = Vec::new();
     for index in 0..config.worker_count() {
@@ -279,13 +281,14 @@ pub async fn serve_per_core(
             Arc::clone(&tls),
         ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let https = https.clone();
         std::thread::Builder::new()
             .name(format!("data-plane-{index}"))
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map(|runtime| runtime.block_on(serve_handed(connections, data_plane)));
+                    .map(|runtime| runtime.block_on(serve_handed(connections, data_plane, https)));
                 let _ = done_tx.send(result);
             })?;
         workers.push(handoff);
@@ -340,13 +343,22 @@ pub async fn serve_per_core(
 async fn serve_handed(
     mut connections: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     data_plane: Arc<DataPlane>,
+    https: Option<TlsAcceptor>,
 ) {
     let graceful = GracefulShutdown::new();
     let http = http1_builder(data_plane.config());
     while let Some((stream, remote, slot)) = connections.recv().await {
         // Registers the connection with this worker's reactor.
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&http, &graceful, stream, remote, slot, &data_plane),
+            Ok(stream) => serve_connection(
+                &http,
+                &graceful,
+                https.as_ref(),
+                stream,
+                remote,
+                slot,
+                &data_plane,
+            ),
             Err(err) => {
                 tracing::warn!(error = %err, %remote, "could not take over a connection");
             }
@@ -366,9 +378,18 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let http = http1_builder(data_plane.config());
     let slots = connection_slots(data_plane.config());
+    let https = listener_tls(data_plane.config())?;
     log_listening(&listener);
     while let Some((stream, remote, slot)) = accept(&listener, &slots, &shutdown).await {
-        serve_connection(&http, &graceful, stream, remote, slot, &data_plane);
+        serve_connection(
+            &http,
+            &graceful,
+            https.as_ref(),
+            stream,
+            remote,
+            slot,
+            &data_plane,
+        );
     }
     drop(listener);
     drain(graceful).await;
@@ -431,10 +452,21 @@ async fn accept(
     }
 }
 
-/// Serves one connection on the current runtime.
+/// The listener's HTTPS acceptor, when it has a certificate.
+fn listener_tls(config: &DataPlaneConfig) -> std::io::Result<Option<TlsAcceptor>> {
+    match config.tls_files() {
+        Ok(None) => Ok(None),
+        Ok(Some(files)) => files.acceptor().map(Some).map_err(std::io::Error::other),
+        Err((key, message)) => Err(std::io::Error::other(format!("{key} {message}"))),
+    }
+}
+
+/// Serves one connection on the current runtime; over TLS, after a
+/// handshake that must finish within the header read timeout.
 fn serve_connection(
     http: &hyper::server::conn::http1::Builder,
     graceful: &GracefulShutdown,
+    https: Option<&TlsAcceptor>,
     stream: TcpStream,
     remote: SocketAddr,
     slot: OwnedSemaphorePermit,
@@ -443,6 +475,39 @@ fn serve_connection(
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
     }
+    let Some(acceptor) = https.cloned() else {
+        spawn_connection(http, graceful, stream, remote, slot, data_plane);
+        return;
+    };
+    let (http, watcher, data_plane) = (http.clone(), graceful.watcher(), Arc::clone(data_plane));
+    let handshake_timeout = data_plane.config().header_read_timeout();
+    tokio::spawn(async move {
+        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let service = service_fn(move |request| {
+                    let data_plane = Arc::clone(&data_plane);
+                    async move { Ok::<_, Infallible>(data_plane.handle(request, remote).await) }
+                });
+                let connection = watcher.watch(http.serve_connection(TokioIo::new(tls), service));
+                let _slot = slot;
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, %remote, "connection ended with an error");
+                }
+            }
+            Ok(Err(err)) => tracing::debug!(error = %err, %remote, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+        }
+    });
+}
+
+fn spawn_connection(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    data_plane: &Arc<DataPlane>,
+) {
     let data_plane = Arc::clone(data_plane);
     let service = service_fn(move |request| {
         let data_plane = Arc::clone(&data_plane);

@@ -7,6 +7,7 @@ mod error;
 mod observe;
 mod openapi;
 mod serve;
+pub mod tls;
 
 pub use auth::{BearerTokens, bearer_token, constant_time_eq, presented_token, require_bearer};
 pub use error::{ApiError, ErrorBody, json_errors, store_status};
