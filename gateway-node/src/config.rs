@@ -34,7 +34,7 @@ pub struct RawGateway {
     pub listen: String,
     /// Address of the local admin API.
     pub admin_listen: String,
-    /// Bearer token of the admin API (at least 8 characters).
+    /// Bearer token of the admin API (at least 16 bytes, not a placeholder).
     pub admin_token: Option<String>,
     /// Base URL of the traffic manager's internal data API.
     pub traffic_manager_url: String,
@@ -207,8 +207,7 @@ fn host_name() -> Option<String> {
 
 fn secret(key: &str, value: Option<String>) -> Result<String, ConfigError> {
     match value {
-        Some(v) if v.len() >= 8 => Ok(v),
-        Some(_) => Err(ConfigError::invalid(key, "must be at least 8 characters")),
+        Some(v) => config::check_token(key, &v).map(|()| v),
         None => Err(ConfigError::invalid(key, "is required")),
     }
 }
@@ -349,8 +348,8 @@ mod tests {
     const GOOD: &str = r#"
         [gateway]
         id = "gw-1"
-        admin_token = "admin-secret"
-        traffic_manager_token = "gateway-secret"
+        admin_token = "admin-secret-0123456"
+        traffic_manager_token = "gateway-secret-0123456"
         [apim.sync_runtime_artifacts.gateway]
         gateway_labels = ["Production and Sandbox", "Label1"]
         artifact_retriever = "DBRetriever"
@@ -395,14 +394,30 @@ mod tests {
                 "deployment_retry_duration",
             ),
             (
-                "admin_token = \"admin-secret\"",
+                "admin_token = \"admin-secret-0123456\"",
                 "admin_token = \"short\"",
                 "gateway.admin_token",
+            ),
+            (
+                "admin_token = \"admin-secret-0123456\"",
+                "admin_token = \"éé\"",
+                "gateway.admin_token",
+            ),
+            (
+                "admin_token = \"admin-secret-0123456\"",
+                "admin_token = \"change-me-gateway-admin-token\"",
+                "gateway.admin_token",
+            ),
+            (
+                "traffic_manager_token = \"gateway-secret-0123456\"",
+                "traffic_manager_token = \"change-me-gateway-1-token\"",
+                "gateway.traffic_manager_token",
             ),
         ];
         for (from, to, key) in cases {
             let err = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
             assert!(err.contains(key), "{to}: {err}");
+            assert!(!err.contains("change-me-") && !err.contains("éé"), "{err}");
         }
         let err = parse(&format!("{GOOD}\nunknown_key = 1\n"))
             .unwrap_err()
