@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use artisync_config::{self as config, ConfigError};
-use artisync_domain::GatewayLabel;
+use artisync_domain::{GatewayLabel, NodeId};
 use serde::Deserialize;
 
 use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
@@ -56,10 +56,16 @@ impl Default for RawTrafficManager {
 pub struct RawToken {
     /// Who uses the token, for logs and rate limiting (default: "token-N").
     pub name: Option<String>,
-    /// The secret, at least 8 characters.
+    /// The secret: at least 16 bytes, not a `.env.example` placeholder.
     pub token: String,
     /// Labels this token may read; `["*"]` grants every label.
     pub labels: Vec<String>,
+    /// The gateway node id this token belongs to: status reports sent with
+    /// it must be for this node (another node id gets 403). Unset, the
+    /// token may report for any node (an operator's or a shared token);
+    /// give every gateway its own token with `node` set.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Validated settings.
@@ -114,12 +120,7 @@ impl RawConfig {
         let mut seen = HashSet::new();
         for (i, t) in tm.tokens.into_iter().enumerate() {
             let key = format!("traffic_manager.tokens[{i}]");
-            if t.token.len() < 8 {
-                return Err(ConfigError::invalid(
-                    format!("{key}.token"),
-                    "must be at least 8 characters",
-                ));
-            }
+            config::check_token(&format!("{key}.token"), &t.token)?;
             if !seen.insert(t.token.clone()) {
                 return Err(ConfigError::invalid(
                     format!("{key}.token"),
@@ -145,10 +146,17 @@ impl RawConfig {
                         })?,
                 )
             };
+            let node = t
+                .node
+                .as_deref()
+                .map(NodeId::parse)
+                .transpose()
+                .map_err(|e| ConfigError::invalid(format!("{key}.node"), e.to_string()))?;
             scopes.push(TokenScope {
                 name: t.name.unwrap_or_else(|| format!("token-{}", i + 1)),
                 secret: t.token,
                 labels,
+                node,
             });
         }
         self.database
@@ -211,8 +219,9 @@ mod tests {
             traffic_manager: RawTrafficManager {
                 tokens: vec![RawToken {
                     name: None,
-                    token: "gateway-secret".into(),
+                    token: "gateway-secret-0123456".into(),
                     labels: vec!["Label1".into()],
+                    node: None,
                 }],
                 ..Default::default()
             },
@@ -245,6 +254,18 @@ mod tests {
         let mut c = base();
         c.database.url = None;
         assert!(c.validate().unwrap_err().to_string().contains("database"));
+        // Short (non-ASCII too) and placeholder tokens, never echoed.
+        for bad in ["éé", "gateway-secret", "change-me-gateway-1-token"] {
+            let mut c = base();
+            c.traffic_manager.tokens[0].token = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("traffic_manager.tokens[0].token"), "{e}");
+            assert!(!e.contains(bad), "{e}");
+        }
+        let mut c = base();
+        c.traffic_manager.tokens[0].node = Some("gw/1".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("traffic_manager.tokens[0].node"), "{e}");
     }
 
     #[test]

@@ -215,6 +215,12 @@ pub async fn gateway_status(
 ) -> Result<Response, ApiError> {
     let report: GatewayStatusReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid status report: {e}")))?;
+    if report.labels.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid status report: labels must name at least one label",
+        ));
+    }
+    scope.check_node(&report.node_id)?;
     scope.check(&report.labels)?;
     let (node_id, apis, full) = (report.node_id.clone(), report.apis.len(), report.full);
     state.status.record(report).await.map_err(|e| match e {

@@ -22,7 +22,7 @@ const PROD: &str = "Production and Sandbox";
 const LABEL1: &str = "Label1";
 const ALL_TOKEN: &str = "all-labels-token";
 const LABEL1_TOKEN: &str = "label1-only-token";
-const PROD_TOKEN: &str = "prod-only-token";
+const PROD_TOKEN: &str = "prod-only-token-0";
 
 fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
@@ -51,16 +51,19 @@ impl Harness {
                 name: Some("all".into()),
                 token: ALL_TOKEN.into(),
                 labels: vec!["*".into()],
+                node: None,
             },
             RawToken {
                 name: Some("gw-label1".into()),
                 token: LABEL1_TOKEN.into(),
                 labels: vec![LABEL1.into()],
+                node: Some("gw-3".into()),
             },
             RawToken {
                 name: Some("gw-prod".into()),
                 token: PROD_TOKEN.into(),
                 labels: vec![PROD.into()],
+                node: None,
             },
         ];
         raw.database.url = Some(db.url.clone());
@@ -857,6 +860,57 @@ async fn gateway_status_reports_show_in_the_publisher() {
     publisher.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), publisher.task).await;
     delete_exchange(&exchange).await;
+    h.finish().await;
+}
+
+/// A gateway's token is bound to its node: it cannot report (and so
+/// overwrite) another node's status, and a report must name its labels.
+#[tokio::test]
+async fn status_reports_are_bound_to_the_token_node() {
+    let h = Harness::start().await;
+    let report = |node: &str, labels: Value| {
+        json!({
+            "nodeId": node,
+            "labels": labels,
+            "ready": true,
+            "startedAt": chrono::Utc::now(),
+            "full": true,
+            "apis": [],
+        })
+    };
+    let nodes = || async {
+        sqlx::query_scalar::<_, String>("SELECT node_id FROM gateway_nodes ORDER BY node_id")
+            .fetch_all(&h.pool)
+            .await
+            .expect("nodes")
+    };
+    let post = |token: &'static str, body: Value| {
+        let rb = h.post("/internal/data/v1/gateway-status", token, &body);
+        async move {
+            let r = rb.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // gw-3's token, reporting for gw-1 (same labels): 403, nothing recorded.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-1", json!([LABEL1]))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(nodes().await.is_empty());
+
+    // No labels: 400.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-3", json!([]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(ALL_TOKEN, report("gw-3", json!([]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(nodes().await.is_empty());
+
+    // Its own node: recorded. A token without a node binding reports any.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-3", json!([LABEL1]))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = post(PROD_TOKEN, report("gw-1", json!([PROD]))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(nodes().await, ["gw-1", "gw-3"]);
     h.finish().await;
 }
 
