@@ -475,7 +475,7 @@ mod tests {
             DeploySource::TrafficManager
         );
         let pushed = GOOD
-            .replace("traffic_manager_token = \"gateway-secret\"", "")
+            .replace("traffic_manager_token = \"gateway-secret-0123456\"", "")
             .replace("[gateway]", "[gateway]\nartifact_source = \"publisher\"");
         let s = parse(&pushed).unwrap();
         assert_eq!(
@@ -485,7 +485,7 @@ mod tests {
             }
         );
         // Pulling without a token is still an error.
-        let err = parse(&GOOD.replace("traffic_manager_token = \"gateway-secret\"", ""))
+        let err = parse(&GOOD.replace("traffic_manager_token = \"gateway-secret-0123456\"", ""))
             .unwrap_err()
             .to_string();
         assert!(err.contains("gateway.traffic_manager_token"), "{err}");
