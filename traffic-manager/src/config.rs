@@ -38,6 +38,11 @@ pub struct RawTrafficManager {
     pub tokens: Vec<RawToken>,
     /// Largest accepted status report body, in bytes.
     pub max_status_body_bytes: usize,
+    /// How long one chunk of a `retrieve-runtime-artifacts` stream may
+    /// wait for the client to take it, in ms; past it the stream ends with
+    /// an error and its database connection is released (a client that
+    /// stops reading cannot hold one).
+    pub bulk_send_timeout_ms: u64,
 }
 
 impl Default for RawTrafficManager {
@@ -46,6 +51,7 @@ impl Default for RawTrafficManager {
             listen: "0.0.0.0:9500".into(),
             tokens: Vec::new(),
             max_status_body_bytes: 16 * 1024 * 1024,
+            bulk_send_timeout_ms: 30_000,
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tokens: Arc<TokenRegistry>,
     pub max_status_body_bytes: usize,
+    pub bulk_send_timeout: std::time::Duration,
     pub database_source: DatabaseSource,
     pub database: DatabaseConfig,
     pub object_store: ObjectStoreConfig,
@@ -114,6 +121,12 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "traffic_manager.tokens",
                 "at least one token is required",
+            ));
+        }
+        if tm.bulk_send_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "traffic_manager.bulk_send_timeout_ms",
+                "must be greater than 0",
             ));
         }
         let mut scopes = Vec::with_capacity(tm.tokens.len());
@@ -202,6 +215,7 @@ impl RawConfig {
             listen,
             tokens: Arc::new(TokenRegistry::new(scopes)),
             max_status_body_bytes: tm.max_status_body_bytes,
+            bulk_send_timeout: std::time::Duration::from_millis(tm.bulk_send_timeout_ms),
             database_source,
             database: self.database,
             object_store: self.object_store,
