@@ -46,6 +46,16 @@ pub struct RawGateway {
     pub exchange: String,
     /// The node's queue is this prefix plus the node id.
     pub queue_prefix: String,
+    /// The broker deletes the node's queue once unused this long, in ms
+    /// (`x-expires`; default 7 days); the node declares it again on its
+    /// return and its reconcile loads what it missed.
+    pub queue_expires_ms: u64,
+    /// Most events the node's queue holds; past it the oldest are dropped
+    /// (and dead-lettered), which the reconcile repairs (default 100,000).
+    pub queue_max_length: u32,
+    /// Most messages the node's dead-letter queue keeps, oldest dropped
+    /// first (default 10,000).
+    pub dead_letter_max_length: u32,
     /// Where applied artifacts are kept for starts without upstream.
     pub cache_dir: PathBuf,
     /// Anti-entropy check against the traffic manager, in milliseconds.
@@ -84,6 +94,9 @@ impl Default for RawGateway {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             exchange: topology.exchange,
             queue_prefix: topology.queue_prefix,
+            queue_expires_ms: topology.queue_expires_ms,
+            queue_max_length: topology.queue_max_length,
+            dead_letter_max_length: topology.dead_letter_max_length,
             cache_dir: PathBuf::from("/var/lib/artisync/gateway"),
             reconcile_interval: 30_000,
             status_interval: 10_000,
@@ -285,9 +298,31 @@ impl RawConfig {
                 Ok(Duration::from_millis(v))
             }
         };
+        for (key, value) in [
+            ("gateway.queue_expires_ms", g.queue_expires_ms),
+            ("gateway.queue_max_length", u64::from(g.queue_max_length)),
+            (
+                "gateway.dead_letter_max_length",
+                u64::from(g.dead_letter_max_length),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        // RabbitMQ takes x-expires as a 32-bit count of milliseconds.
+        if g.queue_expires_ms > i32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "gateway.queue_expires_ms",
+                format!("must be at most {} (about 24 days)", i32::MAX),
+            ));
+        }
         let topology = Topology {
             exchange: g.exchange,
             queue_prefix: g.queue_prefix,
+            queue_expires_ms: g.queue_expires_ms,
+            queue_max_length: g.queue_max_length,
+            dead_letter_max_length: g.dead_letter_max_length,
         };
         if topology.exchange.is_empty() {
             return Err(ConfigError::invalid(
