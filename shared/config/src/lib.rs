@@ -240,6 +240,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("k") && !err.contains("hunter2"), "{err}");
+        for bad in [
+            "postgres:/user:hunter2@h/db",
+            "postgre://user:hunter2@h/db",
+            "mysql:user:hunter2@h",
+        ] {
+            let err = storage::StorageUrl::parse("database.url", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("database.url") && !err.contains("hunter2"),
+                "{err}"
+            );
+            let err = url_with_scheme("amqp.url", bad, &["amqp"])
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]
