@@ -13,16 +13,21 @@ use std::time::{Duration, Instant};
 
 use artisync_domain::Revision;
 use artisync_domain::event::{DeploymentEvent, EventType};
+use artisync_domain::signature::SignatureError;
 use artisync_ports::source::FetchedArtifact;
 use bytes::Bytes;
 use chrono::Utc;
 
 use super::{Outcome, Synchronizer};
+use crate::state::Failure;
 
 /// An artifact inside an event older than this is not used: the event is
 /// being replayed from a backlog, where later changes may be queued behind
 /// it, so the source is asked instead.
 const INLINE_ARTIFACT_MAX_AGE: Duration = Duration::from_secs(2);
+/// How far ahead of this node's clock an event's timestamp may be and the
+/// event still count as fresh.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 impl Synchronizer {
     /// Handles one deployment event; returns once its first deploy attempt
@@ -33,6 +38,12 @@ impl Synchronizer {
         traceparent: Option<String>,
     ) {
         let received = Instant::now();
+        if let Some(key) = &self.config.publisher_key
+            && let Err(e) = key.verify(event)
+        {
+            self.refuse_unverified(event, e);
+            return;
+        }
         let mine = event
             .gateway_labels
             .iter()
@@ -84,14 +95,43 @@ impl Synchronizer {
     }
 }
 
+impl Synchronizer {
+    /// An event the publisher did not sign: nothing of it is used, and the
+    /// API shows the refusal until its next deploy.
+    fn refuse_unverified(&self, event: &DeploymentEvent, error: SignatureError) {
+        self.metrics.events_unverified.inc();
+        tracing::warn!(
+            event_id = %event.event_id,
+            api_id = %event.api_id,
+            revision = %event.revision,
+            labels = ?event.gateway_labels,
+            error = %error,
+            "refused an event without a valid publisher signature; the node keeps what it runs"
+        );
+        self.state.record_failure(
+            event.api_id,
+            Failure {
+                revision: Some(event.revision),
+                error: format!(
+                    "refused an event for revision {} without a valid publisher signature ({error}); the node keeps what it runs",
+                    event.revision
+                ),
+                attempts: 1,
+                next_retry_at: None,
+            },
+        );
+    }
+}
+
 /// The artifact a fresh deploy event carries for `revision`, if any.
 fn inline_artifact(event: &DeploymentEvent, revision: Revision) -> Option<FetchedArtifact> {
     let xml = event.artifact.as_ref()?;
     let age = Utc::now().signed_duration_since(event.timestamp);
     let fresh = match age.to_std() {
         Ok(age) => age <= INLINE_ARTIFACT_MAX_AGE,
-        // A timestamp slightly ahead of this clock is fresh too.
-        Err(_) => true,
+        // Slightly ahead of this clock is clock skew; further ahead, the
+        // timestamp is not the publisher's and the source is asked.
+        Err(_) => (-age).to_std().is_ok_and(|ahead| ahead <= MAX_CLOCK_SKEW),
     };
     if !fresh {
         tracing::debug!(api_id = %event.api_id, %revision, age_ms = age.num_milliseconds(), "event too old to deploy its artifact; fetching");
