@@ -492,6 +492,9 @@ mod tests {
         assert_eq!(s.mode, RetrievalMode::Sync);
         assert_eq!(s.retry.first_delay, Duration::from_secs(15));
         assert_eq!(s.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.topology.queue_max_length, 100_000);
+        assert_eq!(s.topology.dead_letter_max_length, 10_000);
+        assert_eq!(s.topology.queue_expires_ms, 7 * 24 * 3600 * 1000);
     }
 
     #[test]
@@ -537,6 +540,21 @@ mod tests {
                 "traffic_manager_token = \"gateway-secret-0123456\"",
                 "traffic_manager_token = \"change-me-gateway-1-token\"",
                 "gateway.traffic_manager_token",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\nqueue_max_length = 0",
+                "gateway.queue_max_length",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\ndead_letter_max_length = 0",
+                "gateway.dead_letter_max_length",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\nqueue_expires_ms = 3000000000",
+                "gateway.queue_expires_ms",
             ),
         ];
         for (from, to, key) in cases {
