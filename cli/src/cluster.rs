@@ -143,8 +143,10 @@ impl ClusterSpec {
     }
 }
 
+/// A secret of 32 bytes from the operating system's random source, as 64
+/// hex digits; every token is drawn on its own.
 pub fn random_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// A port that was free a moment ago, for components started later.
@@ -240,7 +242,8 @@ pub fn traffic_manager_config(spec: &ClusterSpec) -> String {
     );
     for gw in &spec.gateways {
         out.push_str(&format!(
-            "[[traffic_manager.tokens]]\nname = {}\ntoken = {}\nlabels = {}\n\n",
+            "[[traffic_manager.tokens]]\nname = {}\nnode = {}\ntoken = {}\nlabels = {}\n\n",
+            toml_string(&gw.id),
             toml_string(&gw.id),
             toml_string(&spec.gateway_token(&gw.id)),
             toml_list(&gw.labels)
@@ -635,6 +638,39 @@ impl Cluster {
         for name in order {
             if let Some(p) = self.processes.get_mut(&name) {
                 p.stop(Duration::from_secs(15)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_token_is_drawn_on_its_own() {
+        let gateways: Vec<GatewaySpec> = (1..=3)
+            .map(|i| GatewaySpec::new(&format!("gw-{i}"), &["Label1"], 1, 2))
+            .collect();
+        let a = random_token();
+        let b = random_token();
+        let mut all: Vec<String> = gateways
+            .iter()
+            .map(|g| g.traffic_manager_token.clone())
+            .collect();
+        all.extend([a, b]);
+        for t in &all {
+            assert_eq!(t.len(), 64, "32 random bytes as hex");
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+        // No token is derived from another: none shares a 12-byte prefix
+        // or embeds another one's.
+        let prefixes: HashSet<&str> = all.iter().map(|t| &t[..12]).collect();
+        assert_eq!(prefixes.len(), all.len());
+        for (i, t) in all.iter().enumerate() {
+            for (j, u) in all.iter().enumerate() {
+                assert!(i == j || !t.contains(&u[..12]));
             }
         }
     }

@@ -13,11 +13,33 @@ use artisync_e2e::{TestEnv, eventually, tail};
 // The tests
 
 fn read_project() -> anyhow::Result<(Compose, String)> {
+    read_project_with(|env_text| env_text)
+}
+
+/// The project with `.env` made from `.env.example` as the README says:
+/// every change-me token replaced by a random one (the services refuse
+/// the placeholders).
+fn read_project_with_own_tokens() -> anyhow::Result<(Compose, String)> {
+    read_project_with(|env_text| {
+        env_text
+            .lines()
+            .map(|line| match line.split_once('=') {
+                Some((var, value)) if var.contains("TOKEN") && value.starts_with("change-me") => {
+                    format!("{var}={}", artisync_cli::cluster::random_token())
+                }
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn read_project_with(env: impl FnOnce(String) -> String) -> anyhow::Result<(Compose, String)> {
     let root = repo_root();
     let compose_text =
         std::fs::read_to_string(root.join("compose.yaml")).context("compose.yaml")?;
     let env_text = std::fs::read_to_string(root.join(".env.example")).context(".env.example")?;
-    Ok((load_compose(&compose_text, &env_text)?, compose_text))
+    Ok((load_compose(&compose_text, &env(env_text))?, compose_text))
 }
 
 /// Starts the first instance of `service` from a (mutated) compose model and
@@ -149,7 +171,7 @@ fn compose_file_is_consistent() -> anyhow::Result<()> {
 #[tokio::test]
 async fn compose_topology_runs_as_processes() -> anyhow::Result<()> {
     let started = Instant::now();
-    let (compose, _) = read_project()?;
+    let (compose, _) = read_project_with_own_tokens()?;
     let env = TestEnv::new().await?;
     let gws = gateways(&compose)?;
     for g in &gws {
@@ -222,6 +244,10 @@ async fn compose_topology_runs_as_processes() -> anyhow::Result<()> {
         "[publsher]",
     )?;
     expect_refused(m, &env, &publisher, "publsher").await?;
+    // .env.example copied as it is: its change-me tokens are refused.
+    let (example, _) = read_project()?;
+    expect_refused(example.clone(), &env, &publisher, "publisher.tokens[0]").await?;
+    expect_refused(example, &env, &gw.service, "gateway.traffic_manager_token").await?;
 
     eprintln!("compose topology test took {:?}", started.elapsed());
     Ok(())

@@ -273,6 +273,7 @@ fn spawn_relay(db: &Db, amqp_url: &str, env: &TestEnv) -> (CancellationToken, Jo
     let topology = Topology {
         exchange: env.exchange.clone(),
         queue_prefix: env.queue_prefix.clone(),
+        ..Topology::default()
     };
     let relay = OutboxRelay::new(
         db.outbox(),

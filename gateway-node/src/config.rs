@@ -35,7 +35,7 @@ pub struct RawGateway {
     pub listen: String,
     /// Address of the local admin API.
     pub admin_listen: String,
-    /// Bearer token of the admin API (at least 8 characters).
+    /// Bearer token of the admin API (at least 16 bytes, not a placeholder).
     pub admin_token: Option<String>,
     /// Base URL of the traffic manager's internal data API.
     pub traffic_manager_url: String,
@@ -47,6 +47,16 @@ pub struct RawGateway {
     pub exchange: String,
     /// The node's queue is this prefix plus the node id.
     pub queue_prefix: String,
+    /// The broker deletes the node's queue once unused this long, in ms
+    /// (`x-expires`; default 7 days); the node declares it again on its
+    /// return and its reconcile loads what it missed.
+    pub queue_expires_ms: u64,
+    /// Most events the node's queue holds; past it the oldest are dropped
+    /// (and dead-lettered), which the reconcile repairs (default 100,000).
+    pub queue_max_length: u32,
+    /// Most messages the node's dead-letter queue keeps, oldest dropped
+    /// first (default 10,000).
+    pub dead_letter_max_length: u32,
     /// Where applied artifacts are kept for starts without upstream.
     pub cache_dir: PathBuf,
     /// Anti-entropy check against the traffic manager, in milliseconds.
@@ -89,6 +99,9 @@ impl Default for RawGateway {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             exchange: topology.exchange,
             queue_prefix: topology.queue_prefix,
+            queue_expires_ms: topology.queue_expires_ms,
+            queue_max_length: topology.queue_max_length,
+            dead_letter_max_length: topology.dead_letter_max_length,
             cache_dir: PathBuf::from("/var/lib/artisync/gateway"),
             reconcile_interval: 30_000,
             status_interval: 10_000,
@@ -235,8 +248,7 @@ fn host_name() -> Option<String> {
 
 fn secret(key: &str, value: Option<String>) -> Result<String, ConfigError> {
     match value {
-        Some(v) if v.len() >= 8 => Ok(v),
-        Some(_) => Err(ConfigError::invalid(key, "must be at least 8 characters")),
+        Some(v) => config::check_token(key, &v).map(|()| v),
         None => Err(ConfigError::invalid(key, "is required")),
     }
 }
@@ -294,9 +306,31 @@ impl RawConfig {
                 Ok(Duration::from_millis(v))
             }
         };
+        for (key, value) in [
+            ("gateway.queue_expires_ms", g.queue_expires_ms),
+            ("gateway.queue_max_length", u64::from(g.queue_max_length)),
+            (
+                "gateway.dead_letter_max_length",
+                u64::from(g.dead_letter_max_length),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        // RabbitMQ takes x-expires as a 32-bit count of milliseconds.
+        if g.queue_expires_ms > i32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "gateway.queue_expires_ms",
+                format!("must be at most {} (about 24 days)", i32::MAX),
+            ));
+        }
         let topology = Topology {
             exchange: g.exchange,
             queue_prefix: g.queue_prefix,
+            queue_expires_ms: g.queue_expires_ms,
+            queue_max_length: g.queue_max_length,
+            dead_letter_max_length: g.dead_letter_max_length,
         };
         if topology.exchange.is_empty() {
             return Err(ConfigError::invalid(
@@ -451,8 +485,8 @@ mod tests {
     const GOOD: &str = r#"
         [gateway]
         id = "gw-1"
-        admin_token = "admin-secret"
-        traffic_manager_token = "gateway-secret"
+        admin_token = "admin-secret-0123456"
+        traffic_manager_token = "gateway-secret-0123456"
         [apim.sync_runtime_artifacts.gateway]
         gateway_labels = ["Production and Sandbox", "Label1"]
         artifact_retriever = "DBRetriever"
@@ -470,6 +504,9 @@ mod tests {
         assert_eq!(s.mode, RetrievalMode::Sync);
         assert_eq!(s.retry.first_delay, Duration::from_secs(15));
         assert_eq!(s.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.topology.queue_max_length, 100_000);
+        assert_eq!(s.topology.dead_letter_max_length, 10_000);
+        assert_eq!(s.topology.queue_expires_ms, 7 * 24 * 3600 * 1000);
     }
 
     #[test]
@@ -497,14 +534,45 @@ mod tests {
                 "deployment_retry_duration",
             ),
             (
-                "admin_token = \"admin-secret\"",
+                "admin_token = \"admin-secret-0123456\"",
                 "admin_token = \"short\"",
                 "gateway.admin_token",
+            ),
+            (
+                "admin_token = \"admin-secret-0123456\"",
+                "admin_token = \"éé\"",
+                "gateway.admin_token",
+            ),
+            (
+                "admin_token = \"admin-secret-0123456\"",
+                "admin_token = \"change-me-gateway-admin-token\"",
+                "gateway.admin_token",
+            ),
+            (
+                "traffic_manager_token = \"gateway-secret-0123456\"",
+                "traffic_manager_token = \"change-me-gateway-1-token\"",
+                "gateway.traffic_manager_token",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\nqueue_max_length = 0",
+                "gateway.queue_max_length",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\ndead_letter_max_length = 0",
+                "gateway.dead_letter_max_length",
+            ),
+            (
+                "id = \"gw-1\"",
+                "id = \"gw-1\"\nqueue_expires_ms = 3000000000",
+                "gateway.queue_expires_ms",
             ),
         ];
         for (from, to, key) in cases {
             let err = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
             assert!(err.contains(key), "{to}: {err}");
+            assert!(!err.contains("change-me-") && !err.contains("éé"), "{err}");
         }
         let err = parse(&format!("{GOOD}\nunknown_key = 1\n"))
             .unwrap_err()
@@ -557,7 +625,7 @@ mod tests {
             DeploySource::TrafficManager
         );
         let pushed = GOOD
-            .replace("traffic_manager_token = \"gateway-secret\"", "")
+            .replace("traffic_manager_token = \"gateway-secret-0123456\"", "")
             .replace("[gateway]", "[gateway]\nartifact_source = \"publisher\"");
         let s = parse(&pushed).unwrap();
         assert_eq!(
@@ -567,7 +635,7 @@ mod tests {
             }
         );
         // Pulling without a token is still an error.
-        let err = parse(&GOOD.replace("traffic_manager_token = \"gateway-secret\"", ""))
+        let err = parse(&GOOD.replace("traffic_manager_token = \"gateway-secret-0123456\"", ""))
             .unwrap_err()
             .to_string();
         assert!(err.contains("gateway.traffic_manager_token"), "{err}");

@@ -36,7 +36,8 @@ pub struct RawConfig {
 pub struct RawPublisher {
     /// Address of the REST API.
     pub listen: String,
-    /// Bearer tokens accepted by the REST API (at least one); a list, or
+    /// Bearer tokens accepted by the REST API (at least one, each at least
+    /// 16 bytes and not a `.env.example` placeholder); a list, or
     /// one comma-separated string (`PUBLISHER_TOKENS=a,b`).
     #[serde(deserialize_with = "config::string_or_list")]
     pub tokens: Vec<String>,
@@ -218,11 +219,8 @@ impl RawConfig {
             ));
         }
         // Never echo any part of a token.
-        if let Some(i) = tokens.iter().position(|t| t.chars().count() < 8) {
-            return Err(ConfigError::invalid(
-                "publisher.tokens",
-                format!("token number {} is shorter than 8 characters", i + 1),
-            ));
+        for (i, t) in tokens.iter().enumerate() {
+            config::check_token(&format!("publisher.tokens[{i}]"), t)?;
         }
         if p.inline_artifact_max_bytes > MAX_INLINE_ARTIFACT_BYTES {
             return Err(ConfigError::invalid(
@@ -391,6 +389,17 @@ mod tests {
                 .to_string()
                 .contains("publisher.tokens")
         );
+        for bad in ["éé", "short-token", "change-me-publisher-token"] {
+            let mut c = base();
+            c.publisher.tokens = vec!["publisher-secret".into(), bad.into()];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("publisher.tokens[1]"), "{e}");
+            assert!(!e.contains(bad), "{e}");
+        }
+        let mut c = base();
+        c.amqp.url = "http://guest:hunter2-secret@h/".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("amqp.url") && !e.contains("hunter2"), "{e}");
         let mut c = base();
         c.publisher.inline_artifact_max_bytes = MAX_INLINE_ARTIFACT_BYTES + 1;
         assert!(

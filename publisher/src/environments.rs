@@ -111,12 +111,9 @@ pub fn push_gateways(environments: &[RawEnvironment]) -> Result<Vec<PushGateway>
             &["http", "https"],
         )?;
         let token = match env.token.as_deref() {
-            Some(t) if t.chars().count() >= 8 => t.to_owned(),
-            Some(_) => {
-                return Err(ConfigError::invalid(
-                    key("token"),
-                    "must be at least 8 characters",
-                ));
+            Some(t) => {
+                config::check_token(&key("token"), t)?;
+                t.to_owned()
             }
             None => {
                 return Err(ConfigError::invalid(
@@ -163,9 +160,9 @@ mod tests {
     #[test]
     fn environments_with_one_url_are_one_gateway() {
         let gateways = push_gateways(&[
-            env("Default", "http://gw-1:9600/", "admin-secret"),
-            env("Default", "http://gw-2:9600", "admin-secret"),
-            env("Internal", "http://gw-1:9600", "admin-secret"),
+            env("Default", "http://gw-1:9600/", "admin-secret-0123456"),
+            env("Default", "http://gw-2:9600", "admin-secret-0123456"),
+            env("Internal", "http://gw-1:9600", "admin-secret-0123456"),
         ])
         .unwrap();
         assert_eq!(gateways.len(), 2);
@@ -177,7 +174,7 @@ mod tests {
 
     #[test]
     fn wso2_keys_are_accepted_and_typos_are_not() {
-        let mut e = env("Default", "http://gw-1:9600", "admin-secret");
+        let mut e = env("Default", "http://gw-1:9600", "admin-secret-0123456");
         e.wso2.insert("type".into(), serde_json::json!("hybrid"));
         e.wso2.insert(
             "https_endpoint".into(),
@@ -198,26 +195,29 @@ mod tests {
             (
                 RawEnvironment {
                     name: None,
-                    ..env("x", "http://gw:9600", "admin-secret")
+                    ..env("x", "http://gw:9600", "admin-secret-0123456")
                 },
                 "[0].name",
             ),
             (
-                env("bad\nlabel", "http://gw:9600", "admin-secret"),
+                env("bad\nlabel", "http://gw:9600", "admin-secret-0123456"),
                 "[0].name",
             ),
             (
                 RawEnvironment {
                     service_url: None,
-                    ..env("x", "http://gw:9600", "admin-secret")
+                    ..env("x", "http://gw:9600", "admin-secret-0123456")
                 },
                 "[0].service_url",
             ),
-            (env("x", "ftp://gw:9600", "admin-secret"), "[0].service_url"),
+            (
+                env("x", "ftp://gw:9600", "admin-secret-0123456"),
+                "[0].service_url",
+            ),
             (
                 RawEnvironment {
                     token: None,
-                    ..env("x", "http://gw:9600", "admin-secret")
+                    ..env("x", "http://gw:9600", "admin-secret-0123456")
                 },
                 "[0].token",
             ),
@@ -230,7 +230,7 @@ mod tests {
         let err = push_gateways(&[]).unwrap_err().to_string();
         assert!(err.contains(KEY), "{err}");
         let err = push_gateways(&[
-            env("a", "http://gw:9600", "admin-secret"),
+            env("a", "http://gw:9600", "admin-secret-0123456"),
             env("b", "http://gw:9600", "other-secret"),
         ])
         .unwrap_err()

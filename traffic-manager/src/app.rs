@@ -129,6 +129,7 @@ pub async fn start(
         desired: backends.desired,
         health: backends.health,
         metrics: Arc::new(TrafficManagerMetrics::new()),
+        bulk_send_timeout: settings.bulk_send_timeout,
     });
     let app = router(
         state,

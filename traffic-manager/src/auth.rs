@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use artisync_domain::GatewayLabel;
+use artisync_domain::{GatewayLabel, NodeId};
 use artisync_http::constant_time_eq;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -24,6 +24,8 @@ pub struct TokenScope {
     pub name: String,
     pub secret: String,
     pub labels: LabelScope,
+    /// The node this token may report status for; `None`: any node.
+    pub node: Option<NodeId>,
 }
 
 impl TokenScope {
@@ -46,6 +48,21 @@ impl TokenScope {
                 ),
             )),
             None => Ok(()),
+        }
+    }
+
+    /// 403 when this token is bound to another node than `node`.
+    pub fn check_node(&self, node: &NodeId) -> Result<(), ApiError> {
+        match &self.node {
+            Some(own) if own != node => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} may only report the status of node {:?}",
+                    self.name,
+                    own.as_str()
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 }

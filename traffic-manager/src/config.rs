@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use artisync_config::{self as config, ConfigError};
-use artisync_domain::GatewayLabel;
+use artisync_domain::{GatewayLabel, NodeId};
 use serde::Deserialize;
 
 use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
@@ -38,6 +38,11 @@ pub struct RawTrafficManager {
     pub tokens: Vec<RawToken>,
     /// Largest accepted status report body, in bytes.
     pub max_status_body_bytes: usize,
+    /// How long one chunk of a `retrieve-runtime-artifacts` stream may
+    /// wait for the client to take it, in ms; past it the stream ends with
+    /// an error and its database connection is released (a client that
+    /// stops reading cannot hold one).
+    pub bulk_send_timeout_ms: u64,
 }
 
 impl Default for RawTrafficManager {
@@ -46,6 +51,7 @@ impl Default for RawTrafficManager {
             listen: "0.0.0.0:9500".into(),
             tokens: Vec::new(),
             max_status_body_bytes: 16 * 1024 * 1024,
+            bulk_send_timeout_ms: 30_000,
         }
     }
 }
@@ -56,10 +62,16 @@ impl Default for RawTrafficManager {
 pub struct RawToken {
     /// Who uses the token, for logs and rate limiting (default: "token-N").
     pub name: Option<String>,
-    /// The secret, at least 8 characters.
+    /// The secret: at least 16 bytes, not a `.env.example` placeholder.
     pub token: String,
     /// Labels this token may read; `["*"]` grants every label.
     pub labels: Vec<String>,
+    /// The gateway node id this token belongs to: status reports sent with
+    /// it must be for this node (another node id gets 403). Unset, the
+    /// token may report for any node (an operator's or a shared token);
+    /// give every gateway its own token with `node` set.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Validated settings.
@@ -68,6 +80,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub tokens: Arc<TokenRegistry>,
     pub max_status_body_bytes: usize,
+    pub bulk_send_timeout: std::time::Duration,
     pub database_source: DatabaseSource,
     pub database: DatabaseConfig,
     pub object_store: ObjectStoreConfig,
@@ -110,16 +123,17 @@ impl RawConfig {
                 "at least one token is required",
             ));
         }
+        if tm.bulk_send_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "traffic_manager.bulk_send_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
         let mut scopes = Vec::with_capacity(tm.tokens.len());
         let mut seen = HashSet::new();
         for (i, t) in tm.tokens.into_iter().enumerate() {
             let key = format!("traffic_manager.tokens[{i}]");
-            if t.token.len() < 8 {
-                return Err(ConfigError::invalid(
-                    format!("{key}.token"),
-                    "must be at least 8 characters",
-                ));
-            }
+            config::check_token(&format!("{key}.token"), &t.token)?;
             if !seen.insert(t.token.clone()) {
                 return Err(ConfigError::invalid(
                     format!("{key}.token"),
@@ -145,10 +159,17 @@ impl RawConfig {
                         })?,
                 )
             };
+            let node = t
+                .node
+                .as_deref()
+                .map(NodeId::parse)
+                .transpose()
+                .map_err(|e| ConfigError::invalid(format!("{key}.node"), e.to_string()))?;
             scopes.push(TokenScope {
                 name: t.name.unwrap_or_else(|| format!("token-{}", i + 1)),
                 secret: t.token,
                 labels,
+                node,
             });
         }
         self.database
@@ -194,6 +215,7 @@ impl RawConfig {
             listen,
             tokens: Arc::new(TokenRegistry::new(scopes)),
             max_status_body_bytes: tm.max_status_body_bytes,
+            bulk_send_timeout: std::time::Duration::from_millis(tm.bulk_send_timeout_ms),
             database_source,
             database: self.database,
             object_store: self.object_store,
@@ -211,8 +233,9 @@ mod tests {
             traffic_manager: RawTrafficManager {
                 tokens: vec![RawToken {
                     name: None,
-                    token: "gateway-secret".into(),
+                    token: "gateway-secret-0123456".into(),
                     labels: vec!["Label1".into()],
+                    node: None,
                 }],
                 ..Default::default()
             },
@@ -245,6 +268,18 @@ mod tests {
         let mut c = base();
         c.database.url = None;
         assert!(c.validate().unwrap_err().to_string().contains("database"));
+        // Short (non-ASCII too) and placeholder tokens, never echoed.
+        for bad in ["éé", "gateway-secret", "change-me-gateway-1-token"] {
+            let mut c = base();
+            c.traffic_manager.tokens[0].token = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("traffic_manager.tokens[0].token"), "{e}");
+            assert!(!e.contains(bad), "{e}");
+        }
+        let mut c = base();
+        c.traffic_manager.tokens[0].node = Some("gw/1".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("traffic_manager.tokens[0].node"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::auth::TokenScope;
 use crate::state::AppState;
 use crate::status_intake::IntakeError;
 use artisync_http::ApiError;
+use artisync_ports::StoreError;
 
 /// Labels from repeated `gatewayLabel=` query parameters.
 fn labels_from_query(query: Option<&str>) -> Result<Vec<GatewayLabel>, ApiError> {
@@ -177,12 +178,45 @@ pub async fn retrieve_artifacts(
     scope.check(&request.gateway_labels)?;
     // A small buffer: the database cursor advances only as fast as the
     // client reads, so memory stays bounded for any number of artifacts.
+    let (from_store, mut store_rx) = mpsc::channel(16);
     let (tx, rx) = mpsc::channel(16);
     let reader = state.desired.clone();
     tokio::spawn(async move {
         reader
-            .stream_artifacts(&request.gateway_labels, request.api_ids.as_deref(), tx)
+            .stream_artifacts(
+                &request.gateway_labels,
+                request.api_ids.as_deref(),
+                from_store,
+            )
             .await;
+    });
+    // Each chunk must be taken by the client within the deadline: a client
+    // that stops reading ends the stream (the reader's next send fails and
+    // it releases its database connection) instead of holding it.
+    let deadline = state.bulk_send_timeout;
+    tokio::spawn(async move {
+        while let Some(item) = store_rx.recv().await {
+            match tx.send_timeout(item, deadline).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(
+                        timeout_ms = deadline.as_millis() as u64,
+                        "bulk artifact stream: the client stopped reading; ending it"
+                    );
+                    // Release the reader now; the client, should it read
+                    // on, sees a broken transfer, not a short list.
+                    drop(store_rx);
+                    let _ = tx
+                        .send(Err(StoreError::unavailable(
+                            "traffic-manager",
+                            "the client did not read the stream in time",
+                        )))
+                        .await;
+                    return;
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+            }
+        }
     });
     let metrics = state.metrics.clone();
     let lines = ReceiverStream::new(rx).map(move |item| match item {
@@ -215,6 +249,12 @@ pub async fn gateway_status(
 ) -> Result<Response, ApiError> {
     let report: GatewayStatusReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid status report: {e}")))?;
+    if report.labels.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid status report: labels must name at least one label",
+        ));
+    }
+    scope.check_node(&report.node_id)?;
     scope.check(&report.labels)?;
     let (node_id, apis, full) = (report.node_id.clone(), report.apis.len(), report.full);
     state.status.record(report).await.map_err(|e| match e {

@@ -12,4 +12,6 @@ pub struct AppState {
     pub status: StatusIntake,
     pub health: Arc<dyn Health>,
     pub metrics: Arc<TrafficManagerMetrics>,
+    /// How long a bulk stream's chunk may wait for a slow client.
+    pub bulk_send_timeout: std::time::Duration,
 }

@@ -22,7 +22,7 @@ const PROD: &str = "Production and Sandbox";
 const LABEL1: &str = "Label1";
 const ALL_TOKEN: &str = "all-labels-token";
 const LABEL1_TOKEN: &str = "label1-only-token";
-const PROD_TOKEN: &str = "prod-only-token";
+const PROD_TOKEN: &str = "prod-only-token-0";
 
 fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
@@ -43,6 +43,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut RawConfig)) -> Harness {
         let db = TestDatabase::create().await.expect("test database");
         let mut raw = RawConfig::default();
         raw.traffic_manager.listen = "127.0.0.1:0".into();
@@ -51,20 +55,24 @@ impl Harness {
                 name: Some("all".into()),
                 token: ALL_TOKEN.into(),
                 labels: vec!["*".into()],
+                node: None,
             },
             RawToken {
                 name: Some("gw-label1".into()),
                 token: LABEL1_TOKEN.into(),
                 labels: vec![LABEL1.into()],
+                node: Some("gw-3".into()),
             },
             RawToken {
                 name: Some("gw-prod".into()),
                 token: PROD_TOKEN.into(),
                 labels: vec![PROD.into()],
+                node: None,
             },
         ];
         raw.database.url = Some(db.url.clone());
         raw.database.max_backend_connection_pool = 5;
+        adjust(&mut raw);
         let settings = raw.validate().expect("valid config");
         let running = components::traffic_manager(settings)
             .await
@@ -857,6 +865,125 @@ async fn gateway_status_reports_show_in_the_publisher() {
     publisher.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), publisher.task).await;
     delete_exchange(&exchange).await;
+    h.finish().await;
+}
+
+/// A client that reads the headers of a bulk answer and then stops reading
+/// does not hold a database connection: past the per-chunk deadline the
+/// stream ends, the connection is released, and the client, should it read
+/// on, sees a broken transfer rather than a short list.
+#[tokio::test]
+async fn a_bulk_reader_that_stops_reading_releases_its_connection() {
+    let h = Harness::start_with(|raw| raw.traffic_manager.bulk_send_timeout_ms = 2000).await;
+    bulk_deploy(&h.pool, 1500, LABEL1, "Stalled").await;
+    // About 36 MB in all: far more than the socket buffers in between.
+    sqlx::query(
+        "UPDATE api_revisions SET artifact = artifact || convert_to(repeat('<!-- padding -->', 1500), 'UTF8')",
+    )
+    .execute(&h.pool)
+    .await
+    .expect("padding");
+    let busy = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND state <> 'idle' AND query LIKE '%api_revisions r%'",
+        )
+        .fetch_one(&h.pool)
+        .await
+        .expect("pg_stat_activity")
+    };
+
+    let r = h
+        .post(
+            "/internal/data/v1/retrieve-runtime-artifacts",
+            LABEL1_TOKEN,
+            &json!({"gatewayLabels": [LABEL1]}),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    // Headers read; the body is left unread. The stream's query runs
+    // (wait until it is seen) until the deadline ends it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut interval = tokio::time::interval(Duration::from_millis(50));
+    for (want, what) in [
+        (1, "the bulk stream's query never ran"),
+        (0, "a stalled bulk reader still holds a database connection"),
+    ] {
+        loop {
+            interval.tick().await;
+            if busy().await == want {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+        }
+    }
+    // The traffic manager still answers, and the stalled client, reading
+    // on, gets a broken transfer.
+    let (status, _) = h.metadata(&[LABEL1], LABEL1_TOKEN).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut stream = r.bytes_stream();
+    let mut broken = false;
+    while let Some(chunk) = stream.next().await {
+        if chunk.is_err() {
+            broken = true;
+            break;
+        }
+    }
+    assert!(broken, "the cut stream looked complete to the client");
+    h.finish().await;
+}
+
+/// A gateway's token is bound to its node: it cannot report (and so
+/// overwrite) another node's status, and a report must name its labels.
+#[tokio::test]
+async fn status_reports_are_bound_to_the_token_node() {
+    let h = Harness::start().await;
+    let report = |node: &str, labels: Value| {
+        json!({
+            "nodeId": node,
+            "labels": labels,
+            "ready": true,
+            "startedAt": chrono::Utc::now(),
+            "full": true,
+            "apis": [],
+        })
+    };
+    let nodes = || async {
+        sqlx::query_scalar::<_, String>("SELECT node_id FROM gateway_nodes ORDER BY node_id")
+            .fetch_all(&h.pool)
+            .await
+            .expect("nodes")
+    };
+    let post = |token: &'static str, body: Value| {
+        let rb = h.post("/internal/data/v1/gateway-status", token, &body);
+        async move {
+            let r = rb.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // gw-3's token, reporting for gw-1 (same labels): 403, nothing recorded.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-1", json!([LABEL1]))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(nodes().await.is_empty());
+
+    // No labels: 400.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-3", json!([]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(ALL_TOKEN, report("gw-3", json!([]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(nodes().await.is_empty());
+
+    // Its own node: recorded. A token without a node binding reports any.
+    let (status, body) = post(LABEL1_TOKEN, report("gw-3", json!([LABEL1]))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = post(PROD_TOKEN, report("gw-1", json!([PROD]))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(nodes().await, ["gw-1", "gw-3"]);
     h.finish().await;
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
@@ -58,14 +58,16 @@ impl EventSubscriber for RabbitSubscriber {
         declare_exchange(&channel, &self.topology.exchange)
             .await
             .map_err(broker)?;
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(dead_letter.as_str().into(), durable, FieldTable::default())
-            .await
-            .map_err(broker)?;
+        let mut dead_letter_args = FieldTable::default();
+        dead_letter_args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::from(self.topology.dead_letter_max_length)),
+        );
+        dead_letter_args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+        let channel = declare_bounded(&conn, channel, &dead_letter, dead_letter_args).await?;
         let mut args = FieldTable::default();
         args.insert(
             "x-dead-letter-exchange".into(),
@@ -75,10 +77,21 @@ impl EventSubscriber for RabbitSubscriber {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(dead_letter.as_str().into()),
         );
-        channel
-            .queue_declare(queue.as_str().into(), durable, args)
-            .await
-            .map_err(broker)?;
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(self.topology.queue_expires_ms).unwrap_or(i64::MAX),
+            ),
+        );
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::from(self.topology.queue_max_length)),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+        let channel = declare_bounded(&conn, channel, &queue, args).await?;
         for label in labels {
             channel
                 .queue_bind(
@@ -120,6 +133,56 @@ impl EventSubscriber for RabbitSubscriber {
     fn queue_name(&self, node: &NodeId) -> String {
         self.topology.queue_for(node)
     }
+}
+
+/// Declares a durable queue with `args`. A queue of that name declared
+/// with other arguments (by a version that did not bound its queues) makes
+/// the broker refuse the declare and close the channel: it is then deleted
+/// and declared again on a new channel, which is returned. The events it
+/// held are lost to this node, which its reconcile repairs.
+async fn declare_bounded(
+    conn: &Connection,
+    channel: Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<Channel, BusError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(name.into(), durable, args.clone())
+        .await
+    {
+        Ok(_) => Ok(channel),
+        Err(e) if precondition_failed(&e) => {
+            tracing::warn!(
+                queue = name,
+                "the queue exists with other arguments (declared by an earlier version); \
+                 deleting it and declaring it again with its bounds"
+            );
+            let channel = conn.create_channel().await.map_err(broker)?;
+            channel
+                .queue_delete(name.into(), QueueDeleteOptions::default())
+                .await
+                .map_err(broker)?;
+            channel
+                .queue_declare(name.into(), durable, args)
+                .await
+                .map_err(broker)?;
+            Ok(channel)
+        }
+        Err(e) => Err(broker(e)),
+    }
+}
+
+fn precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
 }
 
 struct RabbitSubscription {

@@ -113,16 +113,60 @@ pub fn socket_addr(key: &str, raw: &str) -> Result<std::net::SocketAddr, ConfigE
     })
 }
 
-/// Checks that a URL has one of the given schemes, naming the key on failure.
+/// Checks that a URL has one of the given schemes, naming the key on
+/// failure. The error never shows the URL's password.
 pub fn url_with_scheme(key: &str, raw: &str, schemes: &[&str]) -> Result<String, ConfigError> {
     let scheme = raw.split_once("://").map(|(s, _)| s);
     match scheme {
         Some(s) if schemes.contains(&s) && raw.len() > s.len() + 3 => Ok(raw.to_owned()),
         _ => Err(ConfigError::invalid(
             key,
-            format!("{raw:?} is not a URL with scheme {}", schemes.join(" or ")),
+            format!(
+                "{:?} is not a URL with scheme {}",
+                storage::redact(raw),
+                schemes.join(" or ")
+            ),
         )),
     }
+}
+
+/// The shortest accepted bearer token, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The placeholder secrets of `.env.example`: a token equal to one of them
+/// (or to any value starting with `change-me`) was never replaced and is
+/// refused.
+pub const PLACEHOLDER_SECRETS: &[&str] = &[
+    "change-me",
+    "change-me-publisher-token",
+    "change-me-gateway-admin-token",
+    "change-me-gateway-1-token",
+    "change-me-gateway-2-token",
+    "change-me-gateway-3-token",
+    "change-me-postgres-password",
+    "change-me-rabbitmq-password",
+    "change-me-mariadb-password",
+    "change-me-mariadb-root-password",
+];
+
+/// Checks a bearer token from the config: at least [`MIN_TOKEN_BYTES`]
+/// bytes and not a placeholder. The error names the key and never shows
+/// any part of the token.
+pub fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
+    if PLACEHOLDER_SECRETS.contains(&token) || token.starts_with("change-me") {
+        return Err(ConfigError::invalid(
+            key,
+            "is still the placeholder of .env.example; set a random secret \
+             (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at least {MIN_TOKEN_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,5 +236,48 @@ mod tests {
         assert!(url_with_scheme("k", "amqp://h:5672/%2f", &["amqp", "amqps"]).is_ok());
         assert!(url_with_scheme("k", "http://h", &["amqp"]).is_err());
         assert!(url_with_scheme("k", "amqp://", &["amqp"]).is_err());
+        let err = url_with_scheme("k", "http://user:hunter2-secret@h/", &["amqp"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("k") && !err.contains("hunter2"), "{err}");
+        for bad in [
+            "postgres:/user:hunter2@h/db",
+            "postgre://user:hunter2@h/db",
+            "mysql:user:hunter2@h",
+        ] {
+            let err = storage::StorageUrl::parse("database.url", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("database.url") && !err.contains("hunter2"),
+                "{err}"
+            );
+            let err = url_with_scheme("amqp.url", bad, &["amqp"])
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_long_and_not_placeholders() {
+        assert!(check_token("k", "0123456789abcdef").is_ok());
+        for bad in [
+            "",
+            "é",
+            "éé",
+            "short",
+            "0123456789abcde",
+            "change-me-publisher-token",
+        ] {
+            let err = check_token("a.token", bad).unwrap_err().to_string();
+            assert!(err.contains("a.token"), "{err}");
+            if !bad.is_empty() {
+                assert!(!err.contains(bad), "{err}");
+            }
+        }
+        // Non-ASCII is counted in bytes and never sliced.
+        assert!(check_token("k", &"é".repeat(8)).is_ok());
+        assert!(check_token("k", &"é".repeat(7)).is_err());
     }
 }

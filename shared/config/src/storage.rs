@@ -223,17 +223,21 @@ pub fn encode(part: &str) -> String {
         .collect()
 }
 
-/// A URL with its password replaced, for errors and logs.
+/// A URL with its password replaced, for errors and logs; also when the
+/// URL is malformed (`postgres:/user:pw@host`, a missing `//`).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = match (url.find("://"), url.find(':')) {
+        (Some(scheme), _) if scheme < at => scheme + 3,
+        (_, Some(colon)) if colon < at => colon + 1,
+        _ => return url.to_owned(),
+    };
+    let userinfo = &url[start..at];
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{}{}:***{}", &url[..start], user, &url[at..]),
+        None => url.to_owned(),
     }
 }
 

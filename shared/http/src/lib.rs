@@ -13,7 +13,7 @@ pub use auth::{BearerTokens, bearer_token, constant_time_eq, presented_token, re
 pub use error::{ApiError, ErrorBody, json_errors, store_status};
 pub use observe::{HttpMetrics, RequestObserver, observe_requests};
 pub use openapi::BearerAuth;
-pub use serve::serve;
+pub use serve::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, ServeLimits, serve, serve_with};
 
 /// Response headers of `runtime-artifacts`.
 pub const REVISION_HEADER: &str = "x-artisync-revision";

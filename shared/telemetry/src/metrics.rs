@@ -1,8 +1,9 @@
 //! A small Prometheus text-format registry: counters, gauges and
 //! histograms on atomics, so recording never takes a lock.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -87,22 +88,46 @@ pub type LabelSet = Vec<(&'static str, String)>;
 /// Metrics of one kind keyed by label values (a Prometheus metric family),
 /// for label sets only known at run time (routes, status codes).
 ///
-/// Recording looks the cell up under a read lock (a write lock only the
-/// first time a label set is seen), then updates atomics: meant for the
-/// control-plane services, not for the gateway's data plane, which keeps
-/// its cells inside the routing table.
+/// Recording hashes the label values and looks the cell up under a read
+/// lock (a write lock only the first time a label set is seen), then
+/// updates atomics: the cost does not grow with the number of label sets.
+/// Meant for the control-plane services, not for the gateway's data
+/// plane, which keeps its cells inside the routing table. Callers bound
+/// the label values (fixed method names, route templates).
 #[derive(Debug)]
 pub struct Family<T> {
     labels: &'static [&'static str],
-    cells: RwLock<BTreeMap<Vec<String>, Arc<T>>>,
+    /// Cells by the hash of their label values; a bucket holds the label
+    /// sets sharing a hash.
+    cells: RwLock<HashMap<u64, Vec<Cell<T>>>>,
     make: fn() -> T,
+}
+
+/// A label set's values and its cell.
+type Cell<T> = (Vec<String>, Arc<T>);
+
+fn hash_values(values: &[&str]) -> u64 {
+    // A fixed-key hasher: label values come from fixed sets, not from
+    // clients, so there is nothing to gain by choosing colliding ones.
+    let mut h = std::hash::DefaultHasher::new();
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn find<'a, T>(bucket: &'a [Cell<T>], values: &[&str]) -> Option<&'a Arc<T>> {
+    bucket
+        .iter()
+        .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))
+        .map(|(_, v)| v)
 }
 
 impl<T> Family<T> {
     pub fn new(labels: &'static [&'static str], make: fn() -> T) -> Self {
         Family {
             labels,
-            cells: RwLock::new(BTreeMap::new()),
+            cells: RwLock::new(HashMap::new()),
             make,
         }
     }
@@ -110,26 +135,32 @@ impl<T> Family<T> {
     /// The cell for these label values (in the order of the label names).
     pub fn with(&self, values: &[&str]) -> Arc<T> {
         debug_assert_eq!(values.len(), self.labels.len());
+        let hash = hash_values(values);
         {
             let cells = self.cells.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(cell) = cells
-                .iter()
-                .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))
-                .map(|(_, v)| v)
-            {
+            if let Some(cell) = cells.get(&hash).and_then(|b| find(b, values)) {
                 return Arc::clone(cell);
             }
         }
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(cells.entry(key).or_insert_with(|| Arc::new((self.make)())))
+        let bucket = cells.entry(hash).or_default();
+        if let Some(cell) = find(bucket, values) {
+            return Arc::clone(cell);
+        }
+        let cell = Arc::new((self.make)());
+        bucket.push((
+            values.iter().map(|v| (*v).to_owned()).collect(),
+            Arc::clone(&cell),
+        ));
+        cell
     }
 
     /// Every label set recorded so far, sorted, with its cell.
     pub fn snapshot(&self) -> Vec<(LabelSet, Arc<T>)> {
         let cells = self.cells.read().unwrap_or_else(|p| p.into_inner());
-        cells
-            .iter()
+        let mut all: Vec<&Cell<T>> = cells.values().flatten().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter()
             .map(|(values, cell)| {
                 (
                     self.labels
@@ -334,5 +365,24 @@ mod tests {
             text.contains("http_seconds_count{route=\"/b\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn each_label_set_has_one_cell_and_snapshots_are_sorted() {
+        let family = Family::counters(&["route", "status"]);
+        for i in (0..500).rev() {
+            family.with(&[&format!("/r{i}"), "200"]).inc();
+            family.with(&[&format!("/r{i}"), "200"]).inc();
+            // Values that would collide if concatenated.
+            family.with(&[&format!("/r{i}2"), "00"]).inc();
+        }
+        let snapshot = family.snapshot();
+        assert_eq!(snapshot.len(), 1000);
+        let keys: Vec<_> = snapshot.iter().map(|(l, _)| l.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(family.with(&["/r7", "200"]).get(), 2);
+        assert_eq!(family.with(&["/r72", "00"]).get(), 1);
     }
 }
