@@ -6,13 +6,15 @@ mod auth;
 mod error;
 mod observe;
 mod openapi;
+mod pool;
 mod serve;
 
 pub use auth::{BearerTokens, bearer_token, constant_time_eq, presented_token, require_bearer};
 pub use error::{ApiError, ErrorBody, json_errors, store_status};
 pub use observe::{HttpMetrics, RequestObserver, observe_requests};
 pub use openapi::BearerAuth;
-pub use serve::serve;
+pub use pool::{ParsePool, PoolError};
+pub use serve::{SHUTDOWN_GRACE, serve};
 
 /// Response headers of `runtime-artifacts`.
 pub const REVISION_HEADER: &str = "x-artisync-revision";
