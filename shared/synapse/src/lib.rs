@@ -12,6 +12,8 @@ mod template;
 mod validate;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 pub use error::ArtifactError;
