@@ -14,7 +14,21 @@ pub async fn publisher(config: Option<&Path>) -> ExitCode {
         config::load(config),
         |settings: config::Settings, shutdown| async move {
             let storage = Storage::open(&settings.database, &settings.storage_options()).await?;
-            let backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+            let mut backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+            if let Some(push) = &settings.direct_push {
+                backends.push_targets = push
+                    .gateways
+                    .iter()
+                    .map(|g| {
+                        artisync_backends::push_target(
+                            &g.service_url,
+                            &g.token,
+                            g.labels.clone(),
+                            push.timeout,
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             let running = app::start(settings, backends, shutdown).await?;
             anyhow::Ok(storage.close_after(running.task, None))
         },
@@ -48,6 +62,9 @@ pub async fn gateway(config: Option<&Path>) -> ExitCode {
         "gateway-node",
         config::load(config),
         |settings: config::Settings, shutdown| async move {
+            if let config::DeploySource::Publisher { .. } = settings.deploy_source {
+                return anyhow::Ok(start::start_pushed(settings, shutdown).await?.task);
+            }
             let backends = artisync_backends::gateway(
                 &settings.traffic_manager_url,
                 &settings.traffic_manager_token,

@@ -92,6 +92,8 @@ impl Embedded {
                 outbox: storage.outbox.clone(),
                 health: storage.health.clone(),
                 bus: Box::new(bus.clone()),
+                desired: storage.desired.clone(),
+                push_targets: Vec::new(),
             },
             CancellationToken::new(),
         )

@@ -4,16 +4,19 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use artisync_domain::Sha256Digest;
 use artisync_domain::runtime::ApiDeploymentStatus;
 use artisync_domain::{ApiId, Revision};
 use artisync_http::constant_time_eq;
 use artisync_synapse::{EndpointKind, Handler};
 use artisync_telemetry::metrics::{CONTENT_TYPE, Exposition};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,8 +24,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::DeploySource;
 use crate::node::Node;
 use crate::state::ApiRecord;
+use crate::sync::{Outcome, PushError};
 
 use artisync_http::ApiError as AdminError;
 
@@ -74,7 +79,8 @@ fn documented_routes() -> (OpenApiRouter<Arc<Node>>, OpenApiRouter<Arc<Node>>) {
         .routes(routes!(openapi_json));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(list_apis))
-        .routes(routes!(get_api))
+        .routes(routes!(status_report))
+        .routes(routes!(get_api, put_api, delete_api))
         .routes(routes!(get_artifact))
         .routes(routes!(redeploy))
         .routes(routes!(undeploy));
@@ -95,7 +101,12 @@ pub fn router(node: Arc<Node>) -> Router {
     let authenticated =
         authenticated.route_layer(middleware::from_fn_with_state(node.clone(), authenticate));
     let (router, _) = public.merge(authenticated).split_for_parts();
+    let max_pushed = match node.deploy_source {
+        DeploySource::Publisher { max_artifact_bytes } => max_artifact_bytes,
+        DeploySource::TrafficManager => 0,
+    };
     router
+        .layer(DefaultBodyLimit::max(max_pushed.max(64 * 1024)))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn(artisync_http::json_errors))
         .with_state(node)
@@ -295,6 +306,18 @@ async fn list_apis(State(node): State<Arc<Node>>) -> Response {
     .into_response()
 }
 
+/// The node's whole status report, as it sends it to the traffic manager;
+/// the publisher records it for pushed nodes (`artifact_source =
+/// "publisher"`), which have no traffic manager to report to.
+#[utoipa::path(get, path = "/api/gateway/v1/status", tag = "apis", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The node's status report: node id, labels, readiness and every API's applied state", body = Object),
+        (status = 401, description = "Missing or wrong token", body = ErrorDoc),
+    ))]
+async fn status_report(State(node): State<Arc<Node>>) -> Response {
+    Json(node.status_report(true, None)).into_response()
+}
+
 fn parse_api_id(raw: &str) -> Result<ApiId, AdminError> {
     raw.parse().map_err(|e: artisync_domain::IdError| {
         AdminError::new(StatusCode::BAD_REQUEST, e.to_string())
@@ -388,6 +411,117 @@ async fn get_api(
             )
         }
     }
+}
+
+/// Whether this node takes deploys pushed by the publisher.
+fn accepts_pushes(node: &Node) -> Result<(), AdminError> {
+    match node.deploy_source {
+        DeploySource::Publisher { .. } => Ok(()),
+        DeploySource::TrafficManager => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "this node syncs from the traffic manager (gateway.artifact_source = \"traffic_manager\"); pushed deploys are refused",
+        )),
+    }
+}
+
+fn required_header<T, E: std::fmt::Display>(
+    headers: &HeaderMap,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, AdminError> {
+    let raw = headers
+        .get(name)
+        .ok_or_else(|| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the {name} header is required"),
+            )
+        })?
+        .to_str()
+        .map_err(|_| {
+            AdminError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the {name} header is not text"),
+            )
+        })?;
+    parse(raw.trim()).map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+}
+
+/// The one mapping from a refused push to its answer.
+fn push_refused(e: &PushError) -> AdminError {
+    let status = match e {
+        PushError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        PushError::Older { .. } | PushError::RevisionReused { .. } => StatusCode::CONFLICT,
+    };
+    AdminError::new(status, e.to_string())
+}
+
+/// Deploys a pushed artifact (`publish_directly_to_gateway`): the digest
+/// check, validation and atomic swap of a pulled one. A node never goes
+/// back to an older revision.
+#[utoipa::path(put, path = "/api/gateway/v1/apis/{apiId}", tag = "apis", security(("bearer" = [])),
+    params(
+        ("apiId" = String, Path, format = Uuid, description = "The API id"),
+        ("x-artisync-revision" = u32, Header, description = "The revision the artifact is"),
+        ("x-artisync-sha256" = String, Header, description = "SHA-256 of the body, 64 hex digits"),
+    ),
+    request_body(content = String, content_type = "application/xml", description = "The Synapse XML of the revision"),
+    responses(
+        (status = 200, description = "Deployed, or already running this revision", body = ApiDetailDoc),
+        (status = 400, description = "Bad id or headers", body = ErrorDoc),
+        (status = 401, description = "Missing or wrong token", body = ErrorDoc),
+        (status = 409, description = "Older than the running revision, or this node pulls from the traffic manager", body = ErrorDoc),
+        (status = 413, description = "Larger than gateway.max_pushed_artifact_bytes", body = ErrorDoc),
+        (status = 422, description = "Digest mismatch or invalid artifact; the running revision keeps serving", body = ErrorDoc),
+    ))]
+async fn put_api(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = accepts_pushes(&node).and_then(|()| {
+        Ok((
+            parse_api_id(&id)?,
+            required_header(&headers, "x-artisync-revision", str::parse::<Revision>)?,
+            required_header(&headers, "x-artisync-sha256", Sha256Digest::parse)?,
+        ))
+    });
+    let (id, revision, sha256) = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match node.sync.deploy_pushed(id, revision, sha256, body).await {
+        Ok(outcome) => {
+            let record = node.state.record(&id).unwrap_or_default();
+            let mut answer = detail(id, &record);
+            answer["outcome"] = json!(match outcome {
+                Outcome::Deployed(_) => "deployed",
+                Outcome::Held => "held",
+                _ => "upToDate",
+            });
+            Json(answer).into_response()
+        }
+        Err(e) => push_refused(&e).into_response(),
+    }
+}
+
+/// Removes an API the publisher undeployed (`publish_directly_to_gateway`).
+#[utoipa::path(delete, path = "/api/gateway/v1/apis/{apiId}", tag = "apis", security(("bearer" = [])),
+    params(("apiId" = String, Path, format = Uuid, description = "The API id")),
+    responses(
+        (status = 200, description = "Removed (or not deployed here)", body = Object),
+        (status = 400, description = "Bad id", body = ErrorDoc),
+        (status = 401, description = "Missing or wrong token", body = ErrorDoc),
+        (status = 409, description = "This node pulls from the traffic manager", body = ErrorDoc),
+    ))]
+async fn delete_api(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    let id = match accepts_pushes(&node).and_then(|()| parse_api_id(&id)) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let removed = node.sync.undeploy_pushed(id).await;
+    Json(json!({ "apiId": id, "removedRevision": removed })).into_response()
 }
 
 /// The single-API view: the summary plus what the artifact holds that the

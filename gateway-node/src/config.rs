@@ -61,6 +61,14 @@ pub struct RawGateway {
     pub shutdown_grace_period: u64,
     /// Tuning of the API traffic listener.
     pub data_plane: DataPlaneConfig,
+    /// `traffic_manager`: pull each change from the traffic manager when its
+    /// event arrives, and reconcile. `publisher`: take the deploys the
+    /// publisher pushes to the admin API (`publish_directly_to_gateway`);
+    /// no traffic manager, broker or traffic-manager token is used.
+    pub artifact_source: String,
+    /// Largest artifact the publisher may push (`publisher` source); larger
+    /// ones get 413.
+    pub max_pushed_artifact_bytes: usize,
 }
 
 impl Default for RawGateway {
@@ -83,6 +91,8 @@ impl Default for RawGateway {
             event_prefetch: 64,
             shutdown_grace_period: 10_000,
             data_plane: DataPlaneConfig::default(),
+            artifact_source: "traffic_manager".into(),
+            max_pushed_artifact_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -134,6 +144,15 @@ impl Default for RawSync {
     }
 }
 
+/// Where a node's deploys come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploySource {
+    /// Pulled from the traffic manager on events, and reconciled.
+    TrafficManager,
+    /// Pushed by the publisher to the admin API.
+    Publisher { max_artifact_bytes: usize },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetrievalMode {
     Sync,
@@ -162,6 +181,7 @@ pub struct Settings {
     pub mode: RetrievalMode,
     pub event_waiting_time: Duration,
     pub data_plane: DataPlaneConfig,
+    pub deploy_source: DeploySource,
 }
 
 /// When failed deployments are tried again.
@@ -294,6 +314,31 @@ impl RawConfig {
                 "must be at most 1024 (0 means one per core)",
             ));
         }
+        let deploy_source = match g.artifact_source.as_str() {
+            "traffic_manager" => DeploySource::TrafficManager,
+            "publisher" => {
+                if g.max_pushed_artifact_bytes == 0 {
+                    return Err(ConfigError::invalid(
+                        "gateway.max_pushed_artifact_bytes",
+                        "must be greater than 0",
+                    ));
+                }
+                DeploySource::Publisher {
+                    max_artifact_bytes: g.max_pushed_artifact_bytes,
+                }
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "gateway.artifact_source",
+                    format!("{other:?} is not \"traffic_manager\" or \"publisher\""),
+                ));
+            }
+        };
+        // A node the publisher pushes to never calls the traffic manager.
+        let traffic_manager_token = match (deploy_source, g.traffic_manager_token) {
+            (DeploySource::Publisher { .. }, None) => String::new(),
+            (_, token) => secret("gateway.traffic_manager_token", token)?,
+        };
         let traffic_manager_url = config::url_with_scheme(
             "gateway.traffic_manager_url",
             g.traffic_manager_url.trim_end_matches('/'),
@@ -306,10 +351,7 @@ impl RawConfig {
             admin_listen: config::socket_addr("gateway.admin_listen", &g.admin_listen)?,
             admin_token: secret("gateway.admin_token", g.admin_token)?,
             traffic_manager_url,
-            traffic_manager_token: secret(
-                "gateway.traffic_manager_token",
-                g.traffic_manager_token,
-            )?,
+            traffic_manager_token,
             traffic_manager_timeout: positive(
                 "gateway.traffic_manager_timeout",
                 g.traffic_manager_timeout,
@@ -329,6 +371,7 @@ impl RawConfig {
             mode,
             event_waiting_time: Duration::from_millis(s.event_waiting_time),
             data_plane: g.data_plane,
+            deploy_source,
         })
     }
 }
@@ -408,6 +451,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown_key"), "{err}");
+    }
+
+    #[test]
+    fn a_pushed_node_needs_no_traffic_manager_token() {
+        assert_eq!(
+            parse(GOOD).unwrap().deploy_source,
+            DeploySource::TrafficManager
+        );
+        let pushed = GOOD
+            .replace("traffic_manager_token = \"gateway-secret\"", "")
+            .replace("[gateway]", "[gateway]\nartifact_source = \"publisher\"");
+        let s = parse(&pushed).unwrap();
+        assert_eq!(
+            s.deploy_source,
+            DeploySource::Publisher {
+                max_artifact_bytes: 10 * 1024 * 1024
+            }
+        );
+        // Pulling without a token is still an error.
+        let err = parse(&GOOD.replace("traffic_manager_token = \"gateway-secret\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.traffic_manager_token"), "{err}");
+        let err = parse(&pushed.replace("\"publisher\"", "\"pushed\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.artifact_source"), "{err}");
+        let err = parse(&pushed.replace("[gateway]", "[gateway]\nmax_pushed_artifact_bytes = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.max_pushed_artifact_bytes"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod events;
 pub mod metrics;
 pub mod node;
+mod pushed_only;
 pub mod start;
 pub mod state;
 pub mod sync;

@@ -1,11 +1,12 @@
 #![forbid(unsafe_code)]
 //! The gateway-node binary and its composition root: the traffic manager
-//! over HTTP as the artifact source, RabbitMQ as the event bus.
+//! over HTTP as the artifact source, RabbitMQ as the event bus; or, with
+//! `artifact_source = "publisher"`, neither: the publisher pushes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use artisync_gateway::config::{self, Settings};
+use artisync_gateway::config::{self, DeploySource, Settings};
 use artisync_gateway::start;
 use clap::Parser;
 use tokio::task::JoinHandle;
@@ -21,6 +22,9 @@ struct Cli {
 }
 
 async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+    if let DeploySource::Publisher { .. } = settings.deploy_source {
+        return Ok(start::start_pushed(settings, shutdown).await?.task);
+    }
     let backends = artisync_backends::gateway(
         &settings.traffic_manager_url,
         &settings.traffic_manager_token,

@@ -8,7 +8,7 @@ use artisync_domain::{GatewayLabel, NodeId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::RetrievalMode;
+use crate::config::{DeploySource, RetrievalMode};
 use crate::events::SubscriptionStatus;
 use crate::metrics::Metrics;
 use crate::state::NodeState;
@@ -43,6 +43,8 @@ pub struct Node {
     pub labels: Vec<GatewayLabel>,
     pub admin_token: String,
     pub mode: RetrievalMode,
+    /// Pulled from the traffic manager, or pushed by the publisher.
+    pub deploy_source: DeploySource,
     pub state: Arc<NodeState>,
     pub sync: Arc<Synchronizer>,
     pub metrics: Arc<Metrics>,

@@ -60,7 +60,31 @@ pub async fn start(
     backends: GatewayBackends,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let GatewayBackends { source, events } = backends;
+    start_with(settings, Some(backends), shutdown).await
+}
+
+/// Starts a node that takes the deploys the publisher pushes to its admin
+/// API (`gateway.artifact_source = "publisher"`): it serves its cached
+/// state at once and neither subscribes, fetches nor reconciles.
+pub async fn start_pushed(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    start_with(settings, None, shutdown).await
+}
+
+async fn start_with(
+    settings: Settings,
+    backends: Option<GatewayBackends>,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let (source, events) = match backends {
+        Some(GatewayBackends { source, events }) => (source, Some(events)),
+        None => (
+            Arc::new(crate::pushed_only::PushedOnly) as Arc<dyn ArtifactSource>,
+            None,
+        ),
+    };
     let cache = DiskCache::new(settings.cache_dir.clone());
     cache.prepare().map_err(|source| StartError::Cache {
         dir: settings.cache_dir.display().to_string(),
@@ -90,6 +114,7 @@ pub async fn start(
         labels: settings.labels.clone(),
         admin_token: settings.admin_token.clone(),
         mode: settings.mode,
+        deploy_source: settings.deploy_source,
         state: state.clone(),
         sync: sync.clone(),
         metrics: metrics.clone(),
@@ -131,6 +156,27 @@ pub async fn start(
     ));
     tracing::info!(node_id = %settings.node_id, %data_addr, %admin_addr, labels = ?settings.labels, mode = ?settings.mode, "gateway node listening");
 
+    let Some(events) = events else {
+        // Pushed deploys: nothing to load, the publisher sends the state.
+        node.set_startup(Startup::Done);
+        let task = shutdown_task(
+            settings.shutdown_grace_period,
+            shutdown.clone(),
+            async move {
+                let _ = data_task.await;
+                let _ = admin_task.await;
+            },
+            cache_writer,
+            cache_task,
+        );
+        return Ok(Running {
+            node,
+            data_addr,
+            admin_addr,
+            shutdown,
+            task,
+        });
+    };
     // 2. Subscribe before loading, so nothing published meanwhile is missed.
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
     let in_flight = TaskTracker::new();
@@ -167,33 +213,47 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let grace = settings.shutdown_grace_period;
-    let task_shutdown = shutdown.clone();
-    let task = tokio::spawn(async move {
-        task_shutdown.cancelled().await;
-        let drained = tokio::time::timeout(grace, async {
+    let task = shutdown_task(
+        settings.shutdown_grace_period,
+        shutdown.clone(),
+        async move {
             let _ = subscriber_task.await;
             let _ = data_task.await;
             let _ = admin_task.await;
             let _ = loops.await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "shutdown grace period over; stopping anyway"
-            );
-        }
-        // Let queued cache writes finish.
-        cache_writer.send(crate::cache::CacheCommand::Close);
-        let _ = tokio::time::timeout(Duration::from_secs(5), cache_task).await;
-    });
+        },
+        cache_writer,
+        cache_task,
+    );
     Ok(Running {
         node,
         data_addr,
         admin_addr,
         shutdown,
         task,
+    })
+}
+
+/// Waits for shutdown, gives `drain` (the node's tasks ending) the grace
+/// period, then lets queued cache writes finish.
+fn shutdown_task<C: Send + 'static>(
+    grace: Duration,
+    shutdown: CancellationToken,
+    drain: impl std::future::Future<Output = ()> + Send + 'static,
+    cache_writer: CacheWriter,
+    cache_task: JoinHandle<C>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let drained = tokio::time::timeout(grace, drain).await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period over; stopping anyway"
+            );
+        }
+        cache_writer.send(crate::cache::CacheCommand::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(5), cache_task).await;
     })
 }
 

@@ -240,6 +240,22 @@ impl NodeState {
         true
     }
 
+    /// Serves `applied` for `id` whatever the node runs now, an older
+    /// revision included: for when the source says the running revision is
+    /// not the desired state (one the publisher never deployed).
+    pub fn replace(&self, id: ApiId, applied: AppliedRevision) {
+        {
+            let mut records = self.records();
+            let record = records.entry(id).or_default();
+            let api = applied.api.clone();
+            self.table.store(Arc::new(self.table.load().with_api(api)));
+            record.applied = Some(applied);
+            record.failure = None;
+            record.held_through = None;
+        }
+        self.changed([id], false);
+    }
+
     /// Serves many revisions with a single table swap. An API that already
     /// runs the same or a newer revision keeps it.
     /// Returns what was installed.

@@ -13,7 +13,10 @@ use artisync_gateway::admin;
 /// The admin API of DESIGN.md §7, plus this document.
 const EXPECTED: &[(&str, &str)] = &[
     ("get", "/api/gateway/v1/apis"),
+    ("get", "/api/gateway/v1/status"),
     ("get", "/api/gateway/v1/apis/{apiId}"),
+    ("put", "/api/gateway/v1/apis/{apiId}"),
+    ("delete", "/api/gateway/v1/apis/{apiId}"),
     ("get", "/api/gateway/v1/apis/{apiId}/artifact"),
     ("post", "/api/gateway/v1/redeploy-api"),
     ("post", "/api/gateway/v1/undeploy-api"),

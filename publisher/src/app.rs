@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::metrics::PublisherMetrics;
+use crate::push::GatewayPusher;
 use crate::relay::OutboxRelay;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,9 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// Starts the REST API and the outbox relay; both stop on `shutdown`, the
-/// relay last, after publishing what the last requests committed.
+/// Starts the REST API, the outbox relay and, with direct publishing, the
+/// gateway pushers; all stop on `shutdown`, the relay last, after
+/// publishing what the last requests committed.
 pub async fn start(
     settings: Settings,
     backends: PublisherBackends,
@@ -63,6 +65,21 @@ pub async fn start(
     let relay_shutdown = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
+    let push_task = (!backends.push_targets.is_empty()).then(|| {
+        let resync_interval = settings
+            .direct_push
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.resync_interval);
+        let pusher = GatewayPusher {
+            targets: backends.push_targets,
+            desired: backends.desired.clone(),
+            outbox: backends.outbox.clone(),
+            poll_interval: settings.relay_poll_interval,
+            resync_interval,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(pusher.run(shutdown.clone()))
+    });
     let propagation_task = tokio::spawn(crate::propagation::run(
         backends.store.clone(),
         metrics.clone(),
@@ -92,6 +109,9 @@ pub async fn start(
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
         let _ = propagation_task.await;
+        if let Some(push_task) = push_task {
+            let _ = push_task.await;
+        }
     });
     tracing::info!(%addr, "publisher listening");
     Ok(Running {

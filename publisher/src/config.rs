@@ -11,6 +11,9 @@ use artisync_domain::GatewayLabel;
 use artisync_domain::topology::Topology;
 use serde::Deserialize;
 
+use crate::environments::push_gateways;
+pub use crate::environments::{DirectPush, PushGateway, RawApimGateway, RawEnvironment};
+
 /// The publisher's config file as written (`config/publisher.toml`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +58,12 @@ pub struct RawPublisher {
     /// bytes, so gateways deploy without fetching it; 0 never inlines.
     /// At most 1 MiB, to keep broker messages small.
     pub inline_artifact_max_bytes: usize,
+    /// With `publish_directly_to_gateway`: how often each gateway is
+    /// compared with the desired state even when nothing changed (ms).
+    pub push_resync_interval_ms: u64,
+    /// With `publish_directly_to_gateway`: how long one call to a gateway's
+    /// admin API may take (ms).
+    pub push_timeout_ms: u64,
 }
 
 impl Default for RawPublisher {
@@ -69,6 +78,8 @@ impl Default for RawPublisher {
             outbox_retention_hours: 24 * 7,
             gateway_stale_after_ms: 30_000,
             inline_artifact_max_bytes: 64 * 1024,
+            push_resync_interval_ms: 30_000,
+            push_timeout_ms: 10_000,
         }
     }
 }
@@ -108,6 +119,10 @@ impl Default for RawAmqp {
 pub struct RawApim {
     #[serde(default)]
     pub sync_runtime_artifacts: RawSyncRuntimeArtifacts,
+    /// `[[apim.gateway.environment]]`: the gateways the publisher pushes to
+    /// with `publish_directly_to_gateway = true`.
+    #[serde(default)]
+    pub gateway: RawApimGateway,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,7 +137,8 @@ pub struct RawSyncRuntimeArtifacts {
 pub struct RawWso2Publisher {
     /// Only `DBSaver`: artifacts are stored as database blobs.
     pub artifact_saver: Option<String>,
-    /// Only `false`: gateways always pull from the traffic manager.
+    /// `true`: push each deploy and undeploy to the admin API of every
+    /// gateway of `[[apim.gateway.environment]]`, besides the events.
     pub publish_directly_to_gateway: Option<bool>,
 }
 
@@ -142,6 +158,8 @@ pub struct Settings {
     pub outbox_retention: Duration,
     pub gateway_stale_after: Duration,
     pub inline_artifact_max_bytes: usize,
+    /// `publish_directly_to_gateway = true`: where deploys are pushed.
+    pub direct_push: Option<DirectPush>,
 }
 
 impl Settings {
@@ -228,24 +246,35 @@ impl RawConfig {
             ));
         }
 
-        if let Some(wso2) = self.apim.sync_runtime_artifacts.publisher {
-            if let Some(saver) = wso2.artifact_saver
-                && saver != "DBSaver"
-            {
-                return Err(ConfigError::invalid(
-                    "apim.sync_runtime_artifacts.publisher.artifact_saver",
-                    format!(
-                        "{saver:?} is not supported; artisync stores artifacts with \"DBSaver\""
-                    ),
-                ));
-            }
-            if wso2.publish_directly_to_gateway == Some(true) {
-                return Err(ConfigError::invalid(
-                    "apim.sync_runtime_artifacts.publisher.publish_directly_to_gateway",
-                    "true is not supported; gateways always pull artifacts from the traffic manager",
-                ));
-            }
+        let wso2 = self.apim.sync_runtime_artifacts.publisher.as_ref();
+        if let Some(saver) = wso2.and_then(|w| w.artifact_saver.as_ref())
+            && saver != "DBSaver"
+        {
+            return Err(ConfigError::invalid(
+                "apim.sync_runtime_artifacts.publisher.artifact_saver",
+                format!("{saver:?} is not supported; artisync stores artifacts with \"DBSaver\""),
+            ));
         }
+        let direct = wso2.and_then(|w| w.publish_directly_to_gateway) == Some(true);
+        let direct_push = if direct {
+            let positive = |key: &str, ms: u64| {
+                if ms == 0 {
+                    Err(ConfigError::invalid(key, "must be greater than 0"))
+                } else {
+                    Ok(Duration::from_millis(ms))
+                }
+            };
+            Some(DirectPush {
+                gateways: push_gateways(&self.apim.gateway.environment)?,
+                resync_interval: positive(
+                    "publisher.push_resync_interval_ms",
+                    p.push_resync_interval_ms,
+                )?,
+                timeout: positive("publisher.push_timeout_ms", p.push_timeout_ms)?,
+            })
+        } else {
+            None
+        };
 
         let database = database_url(&self.database)?;
         let max_connections = self.database.max_connections.unwrap_or(10);
@@ -275,6 +304,7 @@ impl RawConfig {
             outbox_retention: Duration::from_secs(p.outbox_retention_hours * 3600),
             gateway_stale_after: Duration::from_millis(p.gateway_stale_after_ms.max(1)),
             inline_artifact_max_bytes: p.inline_artifact_max_bytes,
+            direct_push,
         })
     }
 }
@@ -371,12 +401,24 @@ mod tests {
             artifact_saver: Some("DBSaver".into()),
             publish_directly_to_gateway: Some(true),
         });
+        // Direct publishing needs somewhere to push to.
         assert!(
-            c.validate()
+            c.clone()
+                .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("publish_directly_to_gateway")
+                .contains("apim.gateway.environment")
         );
+        c.apim.gateway.environment = vec![RawEnvironment {
+            name: Some("Default".into()),
+            service_url: Some("http://127.0.0.1:9600".into()),
+            token: Some("gateway-admin-secret".into()),
+            ..Default::default()
+        }];
+        let push = c.validate().unwrap().direct_push.unwrap();
+        assert_eq!(push.gateways.len(), 1);
+        assert_eq!(push.gateways[0].labels[0].as_str(), "Default");
+        assert_eq!(push.resync_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 pub mod api;
 pub mod app;
 pub mod config;
+mod environments;
 pub mod metrics;
 pub mod propagation;
+pub mod push;
 pub mod relay;
 pub mod ui;

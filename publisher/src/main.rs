@@ -23,7 +23,21 @@ struct Cli {
 
 async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
     let storage = Storage::open(&settings.database, &settings.storage_options()).await?;
-    let backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+    let mut backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
+    if let Some(push) = &settings.direct_push {
+        backends.push_targets = push
+            .gateways
+            .iter()
+            .map(|g| {
+                artisync_backends::push_target(
+                    &g.service_url,
+                    &g.token,
+                    g.labels.clone(),
+                    push.timeout,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+    }
     let running = app::start(settings, backends, shutdown).await?;
     Ok(storage.close_after(running.task, None))
 }

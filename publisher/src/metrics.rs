@@ -49,6 +49,12 @@ pub struct PublisherMetrics {
     pub relay_events: Counter,
     pub relay_batches: Counter,
     pub relay_failures: Counter,
+    /// Direct publishing: artifacts a gateway took, undeploys it took,
+    /// artifacts it refused, and passes that failed (gateway down).
+    pub push_deploys: Counter,
+    pub push_undeploys: Counter,
+    pub push_refused: Counter,
+    pub push_failures: Counter,
     /// From a change's commit to a node applying it, by label.
     pub propagation: Family<Histogram>,
 }
@@ -72,6 +78,10 @@ impl PublisherMetrics {
             relay_events: Counter::default(),
             relay_batches: Counter::default(),
             relay_failures: Counter::default(),
+            push_deploys: Counter::default(),
+            push_undeploys: Counter::default(),
+            push_refused: Counter::default(),
+            push_failures: Counter::default(),
             propagation: Family::new(&["label"], || Histogram::new(PROPAGATION_BUCKETS)),
         }
     }
@@ -164,6 +174,30 @@ impl PublisherMetrics {
             "Relay passes that failed (broker or database down); the events stay unsent and are retried.",
             self.relay_failures.get(),
         );
+        for (name, help, counter) in [
+            (
+                "artisync_publisher_push_deploys_total",
+                "Direct publishing: artifacts pushed that a gateway now runs.",
+                &self.push_deploys,
+            ),
+            (
+                "artisync_publisher_push_undeploys_total",
+                "Direct publishing: undeploys pushed to a gateway.",
+                &self.push_undeploys,
+            ),
+            (
+                "artisync_publisher_push_refused_total",
+                "Direct publishing: artifacts a gateway refused (it keeps what it runs).",
+                &self.push_refused,
+            ),
+            (
+                "artisync_publisher_push_failures_total",
+                "Direct publishing: passes that failed (gateway or database unreachable); retried with backoff.",
+                &self.push_failures,
+            ),
+        ] {
+            e.counter(name, help, counter.get());
+        }
         e.histogram_family(
             "artisync_propagation_seconds",
             "From a change's commit to a gateway node applying it, per node, by label.",

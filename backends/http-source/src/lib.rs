@@ -1,6 +1,12 @@
 #![forbid(unsafe_code)]
 //! [`ArtifactSource`] over HTTP: the traffic manager's internal data API
-//! (DESIGN.md §6), authenticated with the node's label-scoped token.
+//! (DESIGN.md §6), authenticated with the node's label-scoped token; and
+//! [`GatewayAdminClient`], a gateway's admin API that the publisher pushes
+//! to with `publish_directly_to_gateway`.
+
+mod gateway_admin;
+
+pub use gateway_admin::GatewayAdminClient;
 
 use std::time::Duration;
 
@@ -78,7 +84,7 @@ impl TrafficManagerClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

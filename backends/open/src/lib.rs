@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
+use artisync_domain::GatewayLabel;
 use artisync_domain::topology::Topology;
+use artisync_ports::push::PushTarget;
 use artisync_ports::{
     ArtifactSource, ArtifactStore, DesiredState, EventPublisher, EventSubscriber, GatewayBackends,
     Health, ObjectStore, Outbox, PublisherBackends, TrafficManagerBackends,
@@ -27,6 +29,8 @@ pub enum OpenError {
     MySql(#[from] artisync_mysql::OpenError),
     #[error(transparent)]
     Source(#[from] artisync_ports::source::SourceError),
+    #[error(transparent)]
+    Push(#[from] artisync_ports::push::PushError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -221,6 +225,8 @@ impl Storage {
             outbox: self.outbox.clone(),
             health: self.health.clone(),
             bus: event_publisher(amqp_url, topology),
+            desired: self.desired.clone(),
+            push_targets: Vec::new(),
         }
     }
 
@@ -317,5 +323,23 @@ pub fn gateway(
     Ok(GatewayBackends {
         source,
         events: event_subscriber(amqp_url, topology),
+    })
+}
+
+/// A gateway the publisher pushes to (`publish_directly_to_gateway`): its
+/// admin API at `service_url`, with its admin token, serving `labels`.
+pub fn push_target(
+    service_url: &str,
+    token: &str,
+    labels: Vec<GatewayLabel>,
+    timeout: Duration,
+) -> Result<PushTarget, OpenError> {
+    Ok(PushTarget {
+        labels,
+        gateway: Arc::new(artisync_http_source::GatewayAdminClient::new(
+            service_url,
+            token,
+            timeout,
+        )?),
     })
 }

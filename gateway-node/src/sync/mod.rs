@@ -15,7 +15,7 @@
 //!
 //! The jobs, one module each: [`triage`] of events, the retry [`chain`] of
 //! one API, one deploy [`attempt`], [`reconcile`] planning, [`bulk`]
-//! deploys, [`operator`] actions, and [`compile`] (verify and compile an
+//! deploys, [`operator`] actions, [`pushed`] deploys, and [`compile`] (verify and compile an
 //! artifact, for every path that deploys one).
 
 mod attempt;
@@ -23,6 +23,7 @@ mod bulk;
 mod chain;
 mod compile;
 mod operator;
+mod pushed;
 mod reconcile;
 mod triage;
 
@@ -46,6 +47,7 @@ use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::state::{AppliedRevision, NodeState};
 
+pub use pushed::PushError;
 pub use reconcile::ReconcilePlan;
 
 #[derive(Debug, Clone, thiserror::Error)]

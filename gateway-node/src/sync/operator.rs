@@ -23,7 +23,10 @@ impl Synchronizer {
         removed
     }
 
-    /// Operator's redeploy: fetch again and deploy, lifting a local hold.
+    /// Operator's redeploy: fetch again and deploy what the source says,
+    /// lifting a local hold. The node moves to the desired revision
+    /// whichever way it differs, an older one included (the running one was
+    /// then never deployed by the publisher).
     pub async fn redeploy(self: &Arc<Self>, id: ApiId) -> Result<Outcome, DeployError> {
         {
             let lock = self.lock_for(id);
@@ -31,21 +34,55 @@ impl Synchronizer {
             if self.state.release_hold(id) {
                 self.write_held();
             }
-            if let Some(applied) = self.state.record(&id).and_then(|r| r.applied) {
-                // Force a fresh install even if the revision is the same.
-                let fetched = self
-                    .source
-                    .artifact(id, &self.config.labels, None)
-                    .await
-                    .map_err(|e| DeployError::Fetch(Arc::new(e)))?;
-                if let Some(f) = fetched
-                    && f.revision == applied.revision
-                    && f.sha256 == applied.sha256
-                {
-                    return Ok(Outcome::UpToDate);
-                }
-            }
         }
-        self.sync_api(id, None, None).await
+        self.correct(id).await
+    }
+
+    /// Moves `id` to exactly what the source says it should run, whichever
+    /// way the running revision differs from it.
+    pub async fn correct(&self, id: ApiId) -> Result<Outcome, DeployError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        // Any retry chain for the API is superseded.
+        self.state.next_generation(id);
+        let fetched = self
+            .source
+            .artifact(id, &self.config.labels, None)
+            .await
+            .map_err(|e| DeployError::Fetch(Arc::new(e)))?;
+        let applied = self.state.record(&id).and_then(|r| r.applied);
+        let Some(fetched) = fetched else {
+            if applied.is_some() {
+                let removed = self.state.remove(id, false);
+                self.cache.send(CacheCommand::Removed(id));
+                tracing::warn!(api_id = %id, revision = ?removed, "undeployed: not deployed on this node's labels");
+                return Ok(Outcome::Removed);
+            }
+            self.state.clear_failure(id);
+            return Ok(Outcome::UpToDate);
+        };
+        if let Some(a) = &applied
+            && a.revision == fetched.revision
+            && a.sha256 == fetched.sha256
+        {
+            self.state.clear_failure(id);
+            return Ok(Outcome::UpToDate);
+        }
+        let revision = fetched.revision;
+        let replacement =
+            self.verify_and_compile(id, fetched.revision, fetched.sha256, fetched.xml)?;
+        let cached = super::applied_in_cache(id, &replacement);
+        self.state.replace(id, replacement);
+        self.cache.send(cached);
+        match applied {
+            Some(a) if a.revision > revision => tracing::warn!(
+                api_id = %id,
+                running = %a.revision,
+                %revision,
+                "the running revision is not the desired state; replaced by the desired one"
+            ),
+            _ => tracing::info!(api_id = %id, %revision, "deployed"),
+        }
+        Ok(Outcome::Deployed(revision))
     }
 }

@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use artisync_domain::ApiId;
 use artisync_domain::runtime::{ApiDeploymentStatus, RuntimeApi, RuntimeMetadata};
 use artisync_ports::source::{MetadataAnswer, SourceError};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 use super::Synchronizer;
@@ -29,13 +30,28 @@ pub struct ReconcilePlan {
     /// APIs this node runs (or failed) that are not desired any more; the
     /// artifact source has the last word on each.
     pub remove: Vec<ApiId>,
+    /// APIs this node runs at a revision newer than the desired one, for
+    /// longer than a source can lag: that revision was never deployed (a
+    /// forged event, say), and the node goes to the desired one.
+    pub correct: Vec<RuntimeApi>,
 }
 
+/// How long a revision newer than the desired state is taken for the
+/// source lagging behind the event that brought it (a replica catching up)
+/// before it is corrected.
+pub const SOURCE_LAG_GRACE: Duration = Duration::from_secs(30);
+
 impl ReconcilePlan {
-    /// Plans from the desired state and this node's records.
-    pub fn of(metadata: &RuntimeMetadata, records: &[(ApiId, ApiRecord)]) -> ReconcilePlan {
+    /// Plans from the desired state and this node's records, at `now`.
+    pub fn of(
+        metadata: &RuntimeMetadata,
+        records: &[(ApiId, ApiRecord)],
+        now: DateTime<Utc>,
+    ) -> ReconcilePlan {
         let find = |id: &ApiId| records.iter().find(|(r, _)| r == id).map(|(_, r)| r);
         let mut deploy = Vec::new();
+        let mut correct = Vec::new();
+        let grace = chrono::Duration::from_std(SOURCE_LAG_GRACE).unwrap_or_default();
         for api in &metadata.apis {
             let record = find(&api.api_id).cloned().unwrap_or_default();
             match record.status() {
@@ -50,8 +66,12 @@ impl ReconcilePlan {
             }
             match &record.applied {
                 Some(a) if a.revision == api.revision && a.sha256 == api.sha256 => {}
-                // Never back to an older revision (the source may lag).
-                Some(a) if a.revision > api.revision => {}
+                // Not back to an older revision while the source may lag.
+                Some(a) if a.revision > api.revision => {
+                    if a.deployed_at + grace < now {
+                        correct.push(api.clone());
+                    }
+                }
                 _ => deploy.push(api.clone()),
             }
         }
@@ -64,11 +84,15 @@ impl ReconcilePlan {
             })
             .map(|(id, _)| *id)
             .collect();
-        ReconcilePlan { deploy, remove }
+        ReconcilePlan {
+            deploy,
+            remove,
+            correct,
+        }
     }
 
     pub fn drift(&self) -> usize {
-        self.deploy.len() + self.remove.len()
+        self.deploy.len() + self.remove.len() + self.correct.len()
     }
 }
 
@@ -99,12 +123,13 @@ impl Synchronizer {
                 },
             }
         };
-        let plan = ReconcilePlan::of(&metadata, &self.state.records_snapshot());
+        let plan = ReconcilePlan::of(&metadata, &self.state.records_snapshot(), Utc::now());
         let drift = plan.drift();
         if drift > 0 {
             tracing::info!(
                 deploy = plan.deploy.len(),
                 remove = plan.remove.len(),
+                correct = plan.correct.len(),
                 sequence = metadata.sequence,
                 "reconcile found drift"
             );
@@ -119,6 +144,13 @@ impl Synchronizer {
                 })
                 .await;
         }
+        futures_util::stream::iter(plan.correct)
+            .for_each_concurrent(RECONCILE_CONCURRENCY, |api| async move {
+                if let Err(e) = self.correct(api.api_id).await {
+                    tracing::warn!(api_id = %api.api_id, error = %e, "cannot correct the API to its desired revision yet");
+                }
+            })
+            .await;
         futures_util::stream::iter(plan.remove)
             .for_each_concurrent(RECONCILE_CONCURRENCY, |id| async move {
                 let _ = self.sync_api(id, None, None).await;

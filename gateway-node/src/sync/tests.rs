@@ -327,3 +327,88 @@ async fn an_event_with_its_artifact_needs_no_fetch_and_no_wait() {
     assert_eq!(*source.fetches.lock().unwrap(), 0);
     remove_cache_dir(&dir).await;
 }
+
+#[tokio::test]
+async fn an_event_stamped_in_the_future_is_not_fresh() {
+    let (sync, source, dir) = synchronizer(vec![None]);
+    sync.reconcile().await.unwrap();
+    let id = ApiId::new_random();
+    // An hour ahead: not the publisher's clock; the source is asked, and it
+    // has nothing for the API.
+    let event = deploy_event(id, &artifact(9), chrono::Duration::hours(-1));
+    sync.handle_event(&event, None).await;
+    assert_eq!(applied(&sync, id), None);
+    assert_eq!(*source.fetches.lock().unwrap(), 1);
+    // Within the clock skew, it still is.
+    let (sync, source, dir2) = synchronizer(vec![None]);
+    sync.reconcile().await.unwrap();
+    let event = deploy_event(id, &artifact(2), chrono::Duration::milliseconds(-500));
+    sync.handle_event(&event, None).await;
+    assert_eq!(applied(&sync, id), Revision::new(2).ok());
+    assert_eq!(*source.fetches.lock().unwrap(), 0);
+    remove_cache_dir(&dir).await;
+    remove_cache_dir(&dir2).await;
+}
+
+fn runtime_api(id: ApiId, a: &FetchedArtifact) -> artisync_domain::runtime::RuntimeApi {
+    artisync_domain::runtime::RuntimeApi {
+        api_id: id,
+        name: "A".into(),
+        version: String::new(),
+        context: "/a".into(),
+        revision: a.revision,
+        sha256: a.sha256,
+        labels: vec![GatewayLabel::parse("Label1").unwrap()],
+    }
+}
+
+#[tokio::test]
+async fn reconcile_corrects_a_revision_newer_than_desired_once_the_source_cannot_be_lagging() {
+    let (sync, _, dir) = synchronizer(vec![None]);
+    let id = ApiId::new_random();
+    let forged = artifact(9);
+    sync.state.install(
+        id,
+        sync.verify_and_compile(id, forged.revision, forged.sha256, forged.xml)
+            .unwrap(),
+    );
+    let metadata = RuntimeMetadata {
+        sequence: 3,
+        apis: vec![runtime_api(id, &artifact(2))],
+    };
+    let records = sync.state.records_snapshot();
+    // Just applied: the source may be a replica behind the event.
+    let plan = ReconcilePlan::of(&metadata, &records, Utc::now());
+    assert!(
+        plan.correct.is_empty() && plan.deploy.is_empty(),
+        "{plan:?}"
+    );
+    // Longer ago than any lag: revision 9 was never deployed.
+    let later = Utc::now()
+        + chrono::Duration::from_std(reconcile::SOURCE_LAG_GRACE).unwrap()
+        + chrono::Duration::seconds(1);
+    let plan = ReconcilePlan::of(&metadata, &records, later);
+    assert_eq!(plan.correct, vec![runtime_api(id, &artifact(2))]);
+    assert_eq!(plan.drift(), 1);
+    remove_cache_dir(&dir).await;
+}
+
+#[tokio::test]
+async fn redeploy_moves_to_the_desired_revision_even_when_it_is_older() {
+    // The node runs a revision 9 the source never had; the source says 2.
+    let (sync, source, dir) = synchronizer(vec![Some(artifact(2))]);
+    let id = ApiId::new_random();
+    let forged = artifact(9);
+    sync.state.install(
+        id,
+        sync.verify_and_compile(id, forged.revision, forged.sha256, forged.xml)
+            .unwrap(),
+    );
+    let outcome = sync.redeploy(id).await.unwrap();
+    assert_eq!(outcome, Outcome::Deployed(Revision::new(2).unwrap()));
+    assert_eq!(applied(&sync, id), Revision::new(2).ok());
+    // Asked again, it is up to date.
+    assert_eq!(sync.redeploy(id).await.unwrap(), Outcome::UpToDate);
+    assert_eq!(*source.fetches.lock().unwrap(), 2);
+    remove_cache_dir(&dir).await;
+}

@@ -23,6 +23,9 @@ use super::{Outcome, Synchronizer};
 /// being replayed from a backlog, where later changes may be queued behind
 /// it, so the source is asked instead.
 const INLINE_ARTIFACT_MAX_AGE: Duration = Duration::from_secs(2);
+/// How far ahead of this node's clock an event's timestamp may be and the
+/// event still count as fresh.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 impl Synchronizer {
     /// Handles one deployment event; returns once its first deploy attempt
@@ -90,8 +93,9 @@ fn inline_artifact(event: &DeploymentEvent, revision: Revision) -> Option<Fetche
     let age = Utc::now().signed_duration_since(event.timestamp);
     let fresh = match age.to_std() {
         Ok(age) => age <= INLINE_ARTIFACT_MAX_AGE,
-        // A timestamp slightly ahead of this clock is fresh too.
-        Err(_) => true,
+        // Slightly ahead of this clock is clock skew; further ahead, the
+        // timestamp is not the publisher's and the source is asked.
+        Err(_) => (-age).to_std().is_ok_and(|ahead| ahead <= MAX_CLOCK_SKEW),
     };
     if !fresh {
         tracing::debug!(api_id = %event.api_id, %revision, age_ms = age.num_milliseconds(), "event too old to deploy its artifact; fetching");

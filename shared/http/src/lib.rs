@@ -18,5 +18,7 @@ pub use serve::{SHUTDOWN_GRACE, serve};
 
 /// Response headers of `runtime-artifacts`.
 pub const REVISION_HEADER: &str = "x-artisync-revision";
+/// SHA-256 (hex) of a pushed artifact, checked before it is deployed.
+pub const SHA256_HEADER: &str = "x-artisync-sha256";
 pub const API_ID_HEADER: &str = "x-artisync-api-id";
 pub const SEQUENCE_HEADER: &str = "x-artisync-sequence";

@@ -7,11 +7,12 @@
 //! | port | used by | backends |
 //! | --- | --- | --- |
 //! | [`ArtifactStore`] + [`Outbox`] | publisher | PostgreSQL, SQLite, MySQL |
-//! | [`DesiredState`] (desired state + status intake) | traffic manager | PostgreSQL, SQLite, MySQL |
+//! | [`DesiredState`] (desired state + status intake) | traffic manager; publisher (direct push) | PostgreSQL, SQLite, MySQL |
 //! | [`ObjectStore`] | traffic manager | PostgreSQL, SQLite |
 //! | [`EventPublisher`] / [`EventSubscriber`] | publisher relay / gateway | RabbitMQ, in-process |
 //! | [`ArtifactSource`] | gateway | HTTP to the traffic manager, in-process |
 //! | [`Health`] | every readiness probe | each storage backend |
+//! | [`GatewayAdmin`](push::GatewayAdmin) | publisher (direct push) | HTTP to a gateway's admin API |
 
 pub mod artifacts;
 pub mod bus;
@@ -21,6 +22,7 @@ pub mod fleet;
 pub mod health;
 pub mod object_store;
 pub mod outbox;
+pub mod push;
 pub mod receipts;
 pub mod rules;
 pub mod source;
@@ -43,6 +45,12 @@ pub struct PublisherBackends {
     pub health: Arc<dyn Health>,
     /// Where the relay publishes the outbox.
     pub bus: Box<dyn EventPublisher>,
+    /// The same store's desired state of each label: what the publisher
+    /// pushes to gateways with `publish_directly_to_gateway`.
+    pub desired: Arc<dyn DesiredState>,
+    /// The gateways to push to (`publish_directly_to_gateway`); empty when
+    /// gateways pull from the traffic manager.
+    pub push_targets: Vec<push::PushTarget>,
 }
 
 /// What the traffic manager reaches the world through.
