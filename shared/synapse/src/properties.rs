@@ -288,7 +288,12 @@ fn hostile_document(shape: &Hostile) -> (String, &'static str) {
         ),
         Hostile::Chain(n) => {
             let sequences: String = (0..n)
-                .map(|i| format!(r#"<sequence name="s{i}"><sequence key="s{}"/></sequence>"#, i + 1))
+                .map(|i| {
+                    format!(
+                        r#"<sequence name="s{i}"><sequence key="s{}"/></sequence>"#,
+                        i + 1
+                    )
+                })
                 .collect();
             (
                 format!(
