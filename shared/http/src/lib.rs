@@ -14,7 +14,7 @@ pub use error::{ApiError, ErrorBody, json_errors, store_status};
 pub use observe::{HttpMetrics, RequestObserver, observe_requests};
 pub use openapi::BearerAuth;
 pub use pool::{ParsePool, PoolError};
-pub use serve::{SHUTDOWN_GRACE, serve};
+pub use serve::{SHUTDOWN_GRACE, serve, serve_with_grace};
 
 /// Response headers of `runtime-artifacts`.
 pub const REVISION_HEADER: &str = "x-artisync-revision";
