@@ -80,6 +80,16 @@ pub struct ClusterSpec {
     /// A traffic-manager token that may read every label (operators and
     /// tests), drawn at random.
     pub operator_token: String,
+    /// Signed changes: the publisher's `signing_key_file` and the
+    /// gateways' `publisher_public_key`; unsigned when `None`.
+    pub signing: Option<Signing>,
+}
+
+/// The publisher's signing key file and the public key gateways check.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    pub key_file: PathBuf,
+    pub public_key: String,
 }
 
 impl ClusterSpec {
@@ -106,6 +116,7 @@ impl ClusterSpec {
             gateway_stale_after_ms: None,
             publisher_max_apply_bytes: None,
             operator_token: random_token(),
+            signing: None,
         }
     }
 
@@ -191,6 +202,16 @@ pub fn publisher_config(spec: &ClusterSpec) -> String {
         + &spec
             .publisher_max_apply_bytes
             .map(|n| format!("max_apply_bytes = {n}\n"))
+            .unwrap_or_default()
+        + &spec
+            .signing
+            .as_ref()
+            .map(|s| {
+                format!(
+                    "signing_key_file = {}\n",
+                    toml_string(&s.key_file.display().to_string())
+                )
+            })
             .unwrap_or_default();
     format!(
         r#"[publisher]
@@ -268,7 +289,7 @@ queue_prefix = {queue_prefix}
 cache_dir = {cache_dir}
 reconcile_interval = {reconcile}
 status_interval = {status}
-
+{signing}
 [apim.sync_runtime_artifacts.gateway]
 gateway_labels = {labels}
 artifact_retriever = "DBRetriever"
@@ -305,6 +326,11 @@ event_waiting_time = {wait}
         max_retry = gw.max_retry_count,
         mode = toml_string(&gw.mode),
         wait = gw.event_waiting_time_ms,
+        signing = spec
+            .signing
+            .as_ref()
+            .map(|s| format!("publisher_public_key = {}\n", toml_string(&s.public_key)))
+            .unwrap_or_default(),
     )
 }
 

@@ -4,11 +4,16 @@
 //! Layout: `artifacts/<sha256>.xml` (content-addressed) and
 //! `manifest.json` (which API runs which revision). The manifest and the
 //! list of local undeploys are written to a temporary name, synced to disk
-//! and renamed, so they are never torn. Artifacts are written straight to
-//! their name and not synced: a file whose digest does not match its name
-//! is discarded on load, so what a crash or power loss could tear is a
-//! cache miss, fetched again, and a burst of deploys does not cost two
-//! file operations and a disk flush per artifact.
+//! and renamed, and their directory synced, so they are never torn.
+//!
+//! A batch of changes is written in an order that leaves a servable
+//! revision of every API after a crash or power loss at any point: the new
+//! artifacts are written, then made durable with one file-system sync for
+//! the whole batch; only then is the manifest that names them written; and
+//! only once that manifest is durable are the artifacts of replaced
+//! revisions discarded. Until then the manifest on disk names files that are
+//! whole. (A file whose digest does not match its name is still discarded
+//! on load.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -68,11 +73,18 @@ pub struct CachedArtifact {
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
+    /// The order of the durable steps, for the tests.
+    #[cfg(test)]
+    steps: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 impl DiskCache {
     pub fn new(dir: PathBuf) -> Self {
-        DiskCache { dir }
+        DiskCache {
+            dir,
+            #[cfg(test)]
+            steps: Default::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -181,22 +193,26 @@ impl DiskCache {
     #[cfg(test)]
     fn store_artifact(&self, sha: &Sha256Digest, xml: &[u8]) -> std::io::Result<()> {
         self.store_artifact_reusing(sha, xml, &mut FreeFiles::default())
+            .map(drop)
     }
 
     /// Writes an artifact under its digest, into a free file when there is
     /// one. Straight to its name, unsynced: a file torn by a crash
     /// mid-write (or still holding what it held before) fails its digest
     /// check on load and is fetched again.
+    /// Answers the file it wrote, if any (which then needs a sync before a
+    /// manifest names it).
     fn store_artifact_reusing(
         &self,
         sha: &Sha256Digest,
         xml: &[u8],
         free: &mut FreeFiles,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Option<PathBuf>> {
         let path = self.artifact_path(sha);
         if path.exists() {
-            return Ok(());
+            return Ok(None);
         }
+        self.trace("write artifact");
         if let Some(file) = free.take()
             && std::fs::rename(&file, &path).is_ok()
         {
@@ -204,14 +220,48 @@ impl DiskCache {
                 .write(true)
                 .truncate(true)
                 .open(&path)?;
-            return file.write_all(xml);
+            file.write_all(xml)?;
+            return Ok(Some(path));
         }
-        std::fs::write(&path, xml)
+        std::fs::write(&path, xml)?;
+        Ok(Some(path))
     }
+
+    /// Makes `written` durable, with their directory entries: file by file
+    /// for a few, with one sync of the file system for a large batch (a
+    /// bulk load), where one flush costs less than thousands.
+    fn sync_artifacts(&self, written: &[PathBuf]) -> std::io::Result<()> {
+        self.trace("sync artifacts");
+        let dir = std::fs::File::open(self.artifacts_dir())?;
+        if written.len() > SYNC_FILE_BY_FILE_UP_TO {
+            return nix::unistd::syncfs(&dir).map_err(std::io::Error::from);
+        }
+        for path in written {
+            match std::fs::File::open(path) {
+                Ok(file) => file.sync_data()?,
+                // Discarded again within the batch: nothing names it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        dir.sync_all()
+    }
+
+    #[cfg(test)]
+    fn trace(&self, step: &'static str) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(step);
+    }
+
+    #[cfg(not(test))]
+    fn trace(&self, _step: &'static str) {}
 
     /// Moves an artifact nothing names any more to the free files, or
     /// deletes it when there are enough of those.
     fn discard_artifact(&self, path: &Path, free: &mut FreeFiles) {
+        self.trace("discard artifact");
         if free.files.len() < MAX_FREE_FILES {
             let to = self
                 .free_dir()
@@ -256,6 +306,7 @@ impl DiskCache {
             apis: apis.into_iter().collect(),
         };
         let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+        self.trace("write manifest");
         write_atomically(&self.manifest_path(), &bytes)
     }
 
@@ -277,6 +328,10 @@ impl DiskCache {
         Ok(removed)
     }
 }
+
+/// Above this many new artifacts in a batch, one file-system sync replaces
+/// a sync per file.
+const SYNC_FILE_BY_FILE_UP_TO: usize = 64;
 
 /// How many files of unused artifacts are kept for reuse.
 const MAX_FREE_FILES: usize = 256;
@@ -304,7 +359,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_data()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable only once its directory is synced.
+        match path.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -429,6 +489,7 @@ fn write_changes(
     free: &mut FreeFiles,
 ) -> std::io::Result<()> {
     let mut manifest_changed = false;
+    let mut written = Vec::new();
     let mut held = None;
     let mut unused = HashSet::new();
     for command in batch {
@@ -446,7 +507,7 @@ fn write_changes(
                 manifest_changed = true;
             }
             CacheCommand::Applied { entry, xml } => {
-                cache.store_artifact_reusing(&entry.sha256, &xml, free)?;
+                written.extend(cache.store_artifact_reusing(&entry.sha256, &xml, free)?);
                 *contents.uses.entry(entry.sha256).or_default() += 1;
                 unused.remove(&entry.sha256);
                 if let Some(old) = contents.manifest.insert(entry.api_id, entry) {
@@ -469,8 +530,12 @@ fn write_changes(
         cache.write_held(entries)?;
     }
     if manifest_changed {
+        // What the manifest names must be on disk before the manifest is.
+        if !written.is_empty() {
+            cache.sync_artifacts(&written)?;
+        }
         cache.write_manifest(contents.manifest.values())?;
-        // Only after the manifest no longer names them.
+        // Only after the durable manifest no longer names them.
         for sha in unused {
             cache.discard_artifact(&cache.artifact_path(&sha), free);
         }
@@ -531,6 +596,46 @@ mod tests {
             "corrupt entry is deleted"
         );
         std::fs::remove_dir_all(cache.dir()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_syncs_new_artifacts_before_the_manifest_and_discards_old_ones_after_it() {
+        let cache = temp_cache();
+        let (writer, task) = CacheWriter::spawn(cache.clone());
+        let id = ApiId::new_random();
+        let applied = |r: i64, xml: &'static str| CacheCommand::Applied {
+            entry: ManifestEntry {
+                api_id: id,
+                revision: Revision::new(r).unwrap(),
+                sha256: Sha256Digest::of(xml.as_bytes()),
+            },
+            xml: Bytes::from_static(xml.as_bytes()),
+        };
+        writer.send(applied(1, "<api>1</api>"));
+        writer.send(applied(2, "<api>2</api>"));
+        writer.send(CacheCommand::Close);
+        task.await.unwrap();
+        let steps = cache.steps.lock().unwrap().clone();
+        let at = |step: &str| {
+            steps
+                .iter()
+                .position(|s| *s == step)
+                .unwrap_or_else(|| panic!("no {step:?} in {steps:?}"))
+        };
+        let last_write = steps.iter().rposition(|s| *s == "write artifact").unwrap();
+        let manifest = steps.iter().rposition(|s| *s == "write manifest").unwrap();
+        assert!(last_write < at("sync artifacts"), "{steps:?}");
+        let sync_before_manifest = steps[..manifest]
+            .iter()
+            .rposition(|s| *s == "sync artifacts");
+        assert!(
+            sync_before_manifest.is_some_and(|i| i > last_write),
+            "{steps:?}"
+        );
+        // Revision 1's file, replaced in the same batch, goes only after.
+        assert!(at("discard artifact") > manifest, "{steps:?}");
+        assert_eq!(cache.load()[0].entry.revision, Revision::new(2).unwrap());
+        let _ = std::fs::remove_dir_all(cache.dir());
     }
 
     #[test]

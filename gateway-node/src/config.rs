@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use artisync_config::{self as config, ConfigError};
+use artisync_domain::signature::PublisherPublicKey;
 use artisync_domain::topology::Topology;
 use artisync_domain::{GatewayLabel, NodeId};
 use serde::Deserialize;
@@ -69,6 +70,10 @@ pub struct RawGateway {
     /// Largest artifact the publisher may push (`publisher` source); larger
     /// ones get 413.
     pub max_pushed_artifact_bytes: usize,
+    /// The publisher's Ed25519 public key (PEM, or its 32 bytes in base64).
+    /// When set, events without the publisher's valid signature are
+    /// refused: the node keeps what it runs and reports the refusal.
+    pub publisher_public_key: Option<String>,
 }
 
 impl Default for RawGateway {
@@ -93,6 +98,7 @@ impl Default for RawGateway {
             data_plane: DataPlaneConfig::default(),
             artifact_source: "traffic_manager".into(),
             max_pushed_artifact_bytes: 10 * 1024 * 1024,
+            publisher_public_key: None,
         }
     }
 }
@@ -182,6 +188,7 @@ pub struct Settings {
     pub event_waiting_time: Duration,
     pub data_plane: DataPlaneConfig,
     pub deploy_source: DeploySource,
+    pub publisher_key: Option<PublisherPublicKey>,
 }
 
 /// When failed deployments are tried again.
@@ -210,6 +217,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("TRAFFIC_MANAGER_URL", "gateway.traffic_manager_url"),
     ("TRAFFIC_MANAGER_TOKEN", "gateway.traffic_manager_token"),
     ("GATEWAY_ADMIN_TOKEN", "gateway.admin_token"),
+    ("PUBLISHER_PUBLIC_KEY", "gateway.publisher_public_key"),
 ];
 
 pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -308,6 +316,38 @@ impl RawConfig {
                 "must be greater than 0",
             ));
         }
+        for (key, value) in [
+            (
+                "gateway.data_plane.body_read_timeout_ms",
+                g.data_plane.body_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.body_total_timeout_ms",
+                g.data_plane.body_total_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.header_read_timeout_ms",
+                g.data_plane.header_read_timeout_ms,
+            ),
+            (
+                "gateway.data_plane.max_connections",
+                g.data_plane.max_connections as u64,
+            ),
+            (
+                "gateway.data_plane.max_out_only_in_flight",
+                g.data_plane.max_out_only_in_flight as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if let Err(e) = crate::dataplane::endpoint_tls(g.data_plane.endpoint_ca_file.as_deref()) {
+            return Err(ConfigError::invalid(
+                "gateway.data_plane.endpoint_ca_file",
+                e.to_string(),
+            ));
+        }
         if g.data_plane.workers > 1024 {
             return Err(ConfigError::invalid(
                 "gateway.data_plane.workers",
@@ -334,6 +374,12 @@ impl RawConfig {
                 ));
             }
         };
+        let publisher_key = g
+            .publisher_public_key
+            .as_deref()
+            .map(PublisherPublicKey::parse)
+            .transpose()
+            .map_err(|e| ConfigError::invalid("gateway.publisher_public_key", e.to_string()))?;
         // A node the publisher pushes to never calls the traffic manager.
         let traffic_manager_token = match (deploy_source, g.traffic_manager_token) {
             (DeploySource::Publisher { .. }, None) => String::new(),
@@ -372,6 +418,7 @@ impl RawConfig {
             event_waiting_time: Duration::from_millis(s.event_waiting_time),
             data_plane: g.data_plane,
             deploy_source,
+            publisher_key,
         })
     }
 }
@@ -451,6 +498,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown_key"), "{err}");
+    }
+
+    #[test]
+    fn bad_data_plane_values_name_their_key() {
+        let data_plane = |line: &str| {
+            GOOD.replace(
+                "[apim.sync_runtime_artifacts.gateway]",
+                &format!("[gateway.data_plane]\n{line}\n[apim.sync_runtime_artifacts.gateway]"),
+            )
+        };
+        for (line, key) in [
+            (
+                "body_read_timeout_ms = 0",
+                "gateway.data_plane.body_read_timeout_ms",
+            ),
+            (
+                "body_total_timeout_ms = 0",
+                "gateway.data_plane.body_total_timeout_ms",
+            ),
+            (
+                "header_read_timeout_ms = 0",
+                "gateway.data_plane.header_read_timeout_ms",
+            ),
+            ("max_connections = 0", "gateway.data_plane.max_connections"),
+            (
+                "max_out_only_in_flight = 0",
+                "gateway.data_plane.max_out_only_in_flight",
+            ),
+            (
+                "endpoint_ca_file = \"/nonexistent/artisync-ca.pem\"",
+                "gateway.data_plane.endpoint_ca_file",
+            ),
+        ] {
+            let err = parse(&data_plane(line)).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let s = parse(&data_plane("max_connections = 5")).unwrap();
+        assert_eq!(s.data_plane.max_connections, 5);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub events_received: Counter,
     pub events_rejected: Counter,
+    /// Events refused for a missing or wrong publisher signature.
+    pub events_unverified: Counter,
     /// Each API's data-plane traffic cells.
     pub traffic: TrafficRegistry,
     /// Data-plane requests no deployed API matched.
@@ -41,6 +43,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             events_received: Counter::default(),
             events_rejected: Counter::default(),
+            events_unverified: Counter::default(),
             traffic: TrafficRegistry::default(),
             unrouted: Arc::new(Counter::default()),
         }
@@ -115,6 +118,11 @@ impl Metrics {
             "artisync_gateway_events_rejected_total",
             "Events that could not be parsed (dead-lettered).",
             self.events_rejected.get(),
+        );
+        e.counter(
+            "artisync_gateway_events_unverified_total",
+            "Events refused because their publisher signature is missing or wrong (publisher_public_key set).",
+            self.events_unverified.get(),
         );
     }
 }

@@ -102,6 +102,7 @@ async fn start_with(
             labels: settings.labels.clone(),
             retry: settings.retry,
             event_waiting_time: settings.event_waiting_time,
+            publisher_key: settings.publisher_key.clone(),
         },
         source.clone(),
         state.clone(),

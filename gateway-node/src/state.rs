@@ -217,6 +217,12 @@ impl NodeState {
     /// Serves `applied` for `id`: one atomic swap of the routing table.
     /// Refuses (returns `false`) when the node already runs a newer
     /// revision: whatever raced this install, a node never goes back.
+    ///
+    /// Refuses too when another API already serves the revision's context
+    /// (two APIs cannot share a path prefix): the API that serves it keeps
+    /// serving, and this one is recorded as failed with the reason, so the
+    /// records and the table always agree. The next reconcile tries again,
+    /// and succeeds once the context is free.
     pub fn install(&self, id: ApiId, applied: AppliedRevision) -> bool {
         {
             // Every table write happens under the records lock, so the table
@@ -230,8 +236,25 @@ impl NodeState {
             {
                 return false;
             }
+            let table = self.table.load();
+            if let Some(owner) = table.at_context(applied.api.context())
+                && owner.api_id != id
+            {
+                let failure = clash_failure(&applied, owner);
+                tracing::error!(
+                    api_id = %id,
+                    revision = %applied.revision,
+                    context = applied.api.context(),
+                    serving_api_id = %owner.api_id,
+                    "not deployed: another API serves this context"
+                );
+                record.failure = Some(failure);
+                drop(records);
+                self.changed([id], false);
+                return false;
+            }
             let api = applied.api.clone();
-            self.table.store(Arc::new(self.table.load().with_api(api)));
+            self.table.store(Arc::new(table.with_api(api)));
             record.applied = Some(applied);
             record.failure = None;
             record.held_through = None;
@@ -257,15 +280,26 @@ impl NodeState {
     }
 
     /// Serves many revisions with a single table swap. An API that already
-    /// runs the same or a newer revision keeps it.
+    /// runs the same or a newer revision keeps it. A revision whose context
+    /// another API already serves, or one taken by an earlier entry of the
+    /// batch, is not installed and is recorded as failed (as in
+    /// [`NodeState::install`]).
     /// Returns what was installed.
     pub fn install_many(
         &self,
         batch: Vec<(ApiId, AppliedRevision)>,
     ) -> Vec<(ApiId, AppliedRevision)> {
         let mut installed = Vec::with_capacity(batch.len());
+        let mut clashed = Vec::new();
         {
             let mut records = self.records();
+            let current = self.table.load();
+            // Who holds each context once the batch is in: the table's APIs
+            // first, then the batch in order.
+            let mut owners: HashMap<String, Arc<CompiledApi>> = current
+                .apis()
+                .map(|a| (a.context().to_owned(), Arc::clone(a)))
+                .collect();
             for (id, applied) in batch {
                 let record = records.entry(id).or_default();
                 let newer = record
@@ -275,16 +309,34 @@ impl NodeState {
                 let held = record
                     .held_through
                     .is_some_and(|held| applied.revision <= held);
-                if newer && !held {
-                    record.failure = None;
-                    record.held_through = None;
-                    installed.push((id, applied.clone()));
-                    record.applied = Some(applied);
+                if !newer || held {
+                    continue;
                 }
+                if let Some(owner) = owners.get(applied.api.context())
+                    && owner.api_id != id
+                {
+                    tracing::error!(
+                        api_id = %id,
+                        revision = %applied.revision,
+                        context = applied.api.context(),
+                        serving_api_id = %owner.api_id,
+                        "not deployed: another API serves this context"
+                    );
+                    record.failure = Some(clash_failure(&applied, owner));
+                    clashed.push(id);
+                    continue;
+                }
+                if let Some(previous) = &record.applied {
+                    owners.remove(previous.api.context());
+                }
+                owners.insert(applied.api.context().to_owned(), applied.api.clone());
+                record.failure = None;
+                record.held_through = None;
+                installed.push((id, applied.clone()));
+                record.applied = Some(applied);
             }
             if !installed.is_empty() {
                 let replaced: HashSet<ApiId> = installed.iter().map(|(id, _)| *id).collect();
-                let current = self.table.load();
                 let kept = current
                     .apis()
                     .filter(|a| !replaced.contains(&a.api_id))
@@ -295,8 +347,8 @@ impl NodeState {
                 self.table.store(Arc::new(table));
             }
         }
-        if !installed.is_empty() {
-            self.changed(installed.iter().map(|(id, _)| *id), false);
+        if !installed.is_empty() || !clashed.is_empty() {
+            self.changed(installed.iter().map(|(id, _)| *id).chain(clashed), false);
         }
         installed
     }
@@ -382,6 +434,21 @@ impl NodeState {
             // The status reports must hear that the failure is over.
             self.changed([id], gone);
         }
+    }
+}
+
+/// The failure recorded for a revision whose context another API serves.
+fn clash_failure(applied: &AppliedRevision, owner: &CompiledApi) -> Failure {
+    Failure {
+        revision: Some(applied.revision),
+        error: format!(
+            "the context {} is already served by API {} ({}); two APIs cannot share a context",
+            applied.api.context(),
+            owner.name(),
+            owner.api_id,
+        ),
+        attempts: 1,
+        next_retry_at: None,
     }
 }
 

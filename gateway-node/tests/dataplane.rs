@@ -158,11 +158,8 @@ impl Gateway {
     async fn start_with(apis: Vec<Arc<CompiledApi>>, config: DataPlaneConfig) -> Gateway {
         let table: SharedRoutingTable =
             Arc::new(ArcSwap::from_pointee(RoutingTable::from_apis(apis)));
-        let data_plane = Arc::new(DataPlane::new(
-            Arc::clone(&table),
-            config,
-            Default::default(),
-        ));
+        let data_plane =
+            Arc::new(DataPlane::new(Arc::clone(&table), config, Default::default()).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

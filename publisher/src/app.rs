@@ -59,7 +59,8 @@ pub async fn start(
         settings.relay_poll_interval,
         settings.outbox_retention,
     )
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_signer(settings.signing_key.clone());
     // The relay stops after the server: requests still in flight at
     // shutdown commit events that it publishes before it goes.
     let relay_shutdown = CancellationToken::new();

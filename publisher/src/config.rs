@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use artisync_config::storage::{StorageOptions, StorageUrl, Wso2Database};
 use artisync_config::{self as config, ConfigError};
 use artisync_domain::GatewayLabel;
+use artisync_domain::signature::EventSigningKey;
 use artisync_domain::topology::Topology;
 use serde::Deserialize;
 
@@ -64,6 +66,10 @@ pub struct RawPublisher {
     /// With `publish_directly_to_gateway`: how long one call to a gateway's
     /// admin API may take (ms).
     pub push_timeout_ms: u64,
+    /// An Ed25519 private key in PKCS#8 PEM (`openssl genpkey -algorithm
+    /// ed25519`): every published event is signed with it, and gateways
+    /// with the matching `publisher_public_key` refuse unsigned events.
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawPublisher {
@@ -80,6 +86,7 @@ impl Default for RawPublisher {
             inline_artifact_max_bytes: 64 * 1024,
             push_resync_interval_ms: 30_000,
             push_timeout_ms: 10_000,
+            signing_key_file: None,
         }
     }
 }
@@ -160,6 +167,8 @@ pub struct Settings {
     pub inline_artifact_max_bytes: usize,
     /// `publish_directly_to_gateway = true`: where deploys are pushed.
     pub direct_push: Option<DirectPush>,
+    /// Signs every published event (`signing_key_file`).
+    pub signing_key: Option<Arc<EventSigningKey>>,
 }
 
 impl Settings {
@@ -276,6 +285,10 @@ impl RawConfig {
             None
         };
 
+        let signing_key = match &p.signing_key_file {
+            None => None,
+            Some(path) => Some(Arc::new(signing_key(path)?)),
+        };
         let database = database_url(&self.database)?;
         let max_connections = self.database.max_connections.unwrap_or(10);
         if max_connections == 0 {
@@ -305,8 +318,17 @@ impl RawConfig {
             gateway_stale_after: Duration::from_millis(p.gateway_stale_after_ms.max(1)),
             inline_artifact_max_bytes: p.inline_artifact_max_bytes,
             direct_push,
+            signing_key,
         })
     }
+}
+
+fn signing_key(path: &Path) -> Result<EventSigningKey, ConfigError> {
+    const KEY: &str = "publisher.signing_key_file";
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(KEY, format!("cannot read {}: {e}", path.display())))?;
+    EventSigningKey::from_pem(&pem)
+        .map_err(|e| ConfigError::invalid(KEY, format!("{}: {e}", path.display())))
 }
 
 pub(crate) fn validate_topology(t: &Topology) -> Result<(), ConfigError> {

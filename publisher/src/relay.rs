@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use artisync_domain::event::DeploymentEvent;
+use artisync_domain::signature::EventSigningKey;
 use artisync_ports::bus::BusError;
+use artisync_ports::outbox::OutboundEvent;
 use artisync_ports::{EventPublisher, Outbox, OutboxSession, StoreError};
 use backon::BackoffBuilder;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +45,7 @@ pub struct OutboxRelay {
     poll_interval: Duration,
     retention: Duration,
     metrics: Arc<PublisherMetrics>,
+    signer: Option<Arc<EventSigningKey>>,
 }
 
 impl OutboxRelay {
@@ -58,7 +62,14 @@ impl OutboxRelay {
             poll_interval,
             retention,
             metrics: Arc::new(PublisherMetrics::new()),
+            signer: None,
         }
+    }
+
+    /// Signs every event before it is published (`signing_key_file`).
+    pub fn with_signer(mut self, signer: Option<Arc<EventSigningKey>>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// Records publish latency and counts into `metrics` (the ones the
@@ -151,9 +162,12 @@ impl OutboxRelay {
             return Ok(false);
         }
         loop {
-            let events = session.claim_batch(BATCH).await?;
+            let mut events = session.claim_batch(BATCH).await?;
             if events.is_empty() {
                 return Ok(true);
+            }
+            if let Some(signer) = &self.signer {
+                sign_all(signer, &mut events);
             }
             let started = Instant::now();
             self.bus.publish(&events).await?;
@@ -181,6 +195,25 @@ impl OutboxRelay {
     async fn close_session(&mut self) {
         if let Some(session) = self.session.take() {
             session.close().await;
+        }
+    }
+}
+
+/// Signs each event's payload. The outbox holds events unsigned: the key
+/// stays in this process, and a key rotation signs what is still unsent
+/// with the new key.
+fn sign_all(signer: &EventSigningKey, events: &mut [OutboundEvent]) {
+    for e in events {
+        match DeploymentEvent::from_json(&e.payload) {
+            Ok(mut event) => {
+                signer.sign(&mut event);
+                e.payload = event.to_json();
+            }
+            // Every payload is written by this product; one that does not
+            // parse goes out unsigned and gateways that check refuse it.
+            Err(err) => {
+                tracing::error!(event_id = %e.event_id, error = %err, "outbox event is not a deployment event; published unsigned")
+            }
         }
     }
 }

@@ -382,6 +382,7 @@ mod tests {
             gateway_labels: vec![label(routing_key)],
             sequence,
             artifact: None,
+            signature: None,
         };
         OutboundEvent {
             outbox_id: sequence,

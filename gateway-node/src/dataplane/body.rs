@@ -6,14 +6,17 @@
 //! and the pooled client, which keeps boxing and dynamic dispatch off the hot
 //! path.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use thiserror::Error;
+use tokio::time::{Instant, Sleep};
 
 /// Why reading a body failed.
 #[derive(Debug, Error)]
@@ -24,6 +27,48 @@ pub enum BodyError {
     /// The peer went away or sent a broken stream.
     #[error("the body could not be read: {0}")]
     Transport(#[from] hyper::Error),
+    /// The peer sent the body too slowly: nothing for longer than the idle
+    /// timeout, or not all of it before the total deadline.
+    #[error(
+        "the body arrived too slowly (no data for {idle_ms} ms, or not complete within {total_ms} ms)"
+    )]
+    TimedOut { idle_ms: u128, total_ms: u128 },
+}
+
+/// The read deadlines of a client's body: the next bytes must come within
+/// `idle`, and the whole body before `end`.
+#[derive(Debug)]
+pub struct BodyTimer {
+    sleep: Pin<Box<Sleep>>,
+    idle: Duration,
+    total: Duration,
+    end: Instant,
+}
+
+impl BodyTimer {
+    pub fn new(idle: Duration, total: Duration) -> BodyTimer {
+        let now = Instant::now();
+        let end = now + total;
+        BodyTimer {
+            sleep: Box::pin(tokio::time::sleep_until((now + idle).min(end))),
+            idle,
+            total,
+            end,
+        }
+    }
+
+    /// Data arrived: the idle timeout starts again.
+    fn progressed(&mut self) {
+        let next = (Instant::now() + self.idle).min(self.end);
+        self.sleep.as_mut().reset(next);
+    }
+
+    fn error(&self) -> BodyError {
+        BodyError::TimedOut {
+            idle_ms: self.idle.as_millis(),
+            total_ms: self.total.as_millis(),
+        }
+    }
 }
 
 /// A request or response body of the data plane.
@@ -34,11 +79,13 @@ pub enum Body {
     /// A buffered or generated payload.
     Full(Bytes),
     /// A stream still on the wire; `limit` caps what may be read from it
-    /// (`usize::MAX` for none), `read` counts what was read so far.
+    /// (`usize::MAX` for none), `read` counts what was read so far, and
+    /// `timer` (a client's body only) bounds how slowly it may arrive.
     Stream {
         inner: Incoming,
         limit: usize,
         read: usize,
+        timer: Option<BodyTimer>,
     },
 }
 
@@ -53,6 +100,23 @@ impl Body {
                 inner,
                 limit,
                 read: 0,
+                timer: None,
+            }
+        }
+    }
+
+    /// A client's request body: as [`Body::from_incoming`], and a client
+    /// that sends nothing for `idle`, or takes longer than `total` for the
+    /// whole body, gets [`BodyError::TimedOut`].
+    pub fn from_client(inner: Incoming, limit: usize, idle: Duration, total: Duration) -> Body {
+        if inner.is_end_stream() {
+            Body::Empty
+        } else {
+            Body::Stream {
+                inner,
+                limit,
+                read: 0,
+                timer: Some(BodyTimer::new(idle, total)),
             }
         }
     }
@@ -145,19 +209,34 @@ impl HttpBody for Body {
                     Poll::Ready(Some(Ok(Frame::data(bytes))))
                 }
             }
-            Body::Stream { inner, limit, read } => match Pin::new(inner).poll_frame(cx) {
+            Body::Stream {
+                inner,
+                limit,
+                read,
+                timer,
+            } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         *read = read.saturating_add(data.len());
                         if *read > *limit {
                             return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *limit })));
                         }
+                        if let Some(timer) = timer {
+                            timer.progressed();
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    if let Some(timer) = timer
+                        && timer.sleep.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Some(Err(timer.error())));
+                    }
+                    Poll::Pending
+                }
             },
         }
     }

@@ -1,5 +1,6 @@
 //! `[gateway.data_plane]`: tuning of the API traffic listener.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,28 @@ pub struct DataPlaneConfig {
     /// connection and its endpoint connection stay on one core. 0 (the
     /// default) means one per available core.
     pub workers: usize,
+    /// How long the gateway waits for the next bytes of a request body, in
+    /// milliseconds; a client that sends nothing for longer gets 408.
+    /// Default 30000.
+    pub body_read_timeout_ms: u64,
+    /// How long a whole request body may take to arrive, in milliseconds,
+    /// however steadily it trickles; beyond it the client gets 408.
+    /// Default 300000 (5 minutes).
+    pub body_total_timeout_ms: u64,
+    /// How long a client may take to send its request line and headers, in
+    /// milliseconds; beyond it the connection is closed. Default 30000.
+    pub header_read_timeout_ms: u64,
+    /// Client connections served at once (per listener); further ones wait
+    /// in the kernel's backlog until one closes. Default 10000.
+    pub max_connections: usize,
+    /// `OUT_ONLY` messages (sent to an endpoint in the background) in flight
+    /// at once, per worker; beyond it a client gets 503 instead of another
+    /// background send. Default 1024.
+    pub max_out_only_in_flight: usize,
+    /// A PEM file of CA certificates that `https://` endpoints may be
+    /// signed by, besides the public (webpki) roots: for endpoints behind a
+    /// private CA. Unset by default.
+    pub endpoint_ca_file: Option<PathBuf>,
 }
 
 impl DataPlaneConfig {
@@ -36,6 +59,11 @@ impl DataPlaneConfig {
     pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
     pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 10 * 1024 * 1024;
     pub const DEFAULT_POOL_IDLE_PER_HOST: usize = 64;
+    pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_BODY_TOTAL_TIMEOUT_MS: u64 = 300_000;
+    pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    pub const DEFAULT_MAX_OUT_ONLY_IN_FLIGHT: usize = 1024;
 
     pub fn endpoint_timeout(&self) -> Duration {
         Duration::from_millis(self.endpoint_timeout_ms)
@@ -43,6 +71,18 @@ impl DataPlaneConfig {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn body_total_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_total_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// How many data-plane threads to run: `workers`, or one per core.
@@ -62,6 +102,12 @@ impl Default for DataPlaneConfig {
             max_request_body_bytes: Self::DEFAULT_MAX_REQUEST_BODY_BYTES,
             pool_idle_per_host: Self::DEFAULT_POOL_IDLE_PER_HOST,
             workers: 0,
+            body_read_timeout_ms: Self::DEFAULT_BODY_READ_TIMEOUT_MS,
+            body_total_timeout_ms: Self::DEFAULT_BODY_TOTAL_TIMEOUT_MS,
+            header_read_timeout_ms: Self::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_out_only_in_flight: Self::DEFAULT_MAX_OUT_ONLY_IN_FLIGHT,
+            endpoint_ca_file: None,
         }
     }
 }
@@ -79,6 +125,11 @@ mod tests {
         assert_eq!(config.max_request_body_bytes, 10 * 1024 * 1024);
         assert_eq!(config.pool_idle_per_host, 64);
         assert_eq!(config.workers, 0);
+        assert_eq!(config.body_read_timeout_ms, 30_000);
+        assert_eq!(config.body_total_timeout_ms, 300_000);
+        assert_eq!(config.header_read_timeout_ms, 30_000);
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.max_out_only_in_flight, 1024);
         assert!(config.worker_count() >= 1);
     }
 

@@ -7,6 +7,11 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names, so they never cross the gateway.
+///
+/// Applied to a message as it arrives from its peer (the client's request
+/// before mediation, an endpoint's response before the outSequence), so a
+/// peer's `Connection` header can only name its own headers, never ones a
+/// mediator sets afterwards.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too. Collect them first:
     // the map cannot be changed while its values are borrowed. Rare enough
@@ -38,5 +43,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for name in proxy {
             headers.remove(name);
         }
+    }
+}
+
+/// Removes the headers that describe one connection's framing, which the
+/// client that sends a message sets itself. Applied to a mediated message
+/// just before it is sent: unlike [`strip_hop_by_hop`] it does not remove
+/// what a `Connection` header names, so every header a mediator set
+/// survives.
+pub fn strip_framing(headers: &mut HeaderMap) {
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
     }
 }

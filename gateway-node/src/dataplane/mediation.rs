@@ -23,7 +23,9 @@ use super::error_body::{accepted, error_response};
 use super::expression::{
     filter_matches, filter_reads_body, render_payload, source_reads_body, source_text, source_value,
 };
-use super::proxy::{ERROR_CODE_SEND_FAILED, ProxyError, build_request, endpoint_url, send};
+use super::proxy::{
+    ERROR_CODE_SEND_FAILED, ProxyError, build_request, endpoint_url, send, url_for_log,
+};
 use super::traffic::{ApiTraffic, UpstreamError};
 
 /// How deeply filters and sequence references may nest; also what stops a
@@ -58,6 +60,10 @@ pub enum MediationError {
     ClientBody(String),
     #[error("the endpoint's response could not be read: {0}")]
     ResponseBody(String),
+    #[error("the request body was not received in time: {0}")]
+    ClientBodyTimeout(String),
+    #[error("too many out-only messages are in flight (at most {limit}); try again later")]
+    OutOnlyBusy { limit: usize },
     #[error("sequences nest deeper than {MAX_DEPTH} levels (does a sequence refer to itself?)")]
     TooDeep,
     #[error("the sequence {0:?} is not part of the deployed artifact")]
@@ -82,6 +88,9 @@ impl MediationError {
             MediationError::Proxy(ProxyError::ClientBody(_)) | MediationError::ClientBody(_) => {
                 StatusCode::BAD_REQUEST
             }
+            MediationError::Proxy(ProxyError::ClientBodyTimeout(_))
+            | MediationError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            MediationError::OutOnlyBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             MediationError::TooDeep
             | MediationError::MissingSequence(_)
             | MediationError::MissingEndpoint(_)
@@ -141,10 +150,16 @@ async fn run_resource<'a>(
     };
     let endpoint = resolve_endpoint(ctx, endpoint_ref)?;
     if ctx.flag("OUT_ONLY") || ctx.flag("FORCE_SC_ACCEPTED") {
+        // Bounded: past the limit the client hears so instead of the node
+        // piling up background sends.
+        let limit = dp.config().max_out_only_in_flight;
+        let permit = std::sync::Arc::clone(&dp.out_only)
+            .try_acquire_owned()
+            .map_err(|_| MediationError::OutOnlyBusy { limit })?;
         // The client is answered before the endpoint has read the body, and
         // hyper may close the client's stream then: read it first.
         buffer_body(ctx).await?;
-        fire_and_forget(dp, ctx, endpoint)?;
+        fire_and_forget(dp, ctx, endpoint, permit)?;
         return Ok(accepted());
     }
     let response = forward(dp, ctx, endpoint).await?;
@@ -245,7 +260,9 @@ fn count_upstream_error(traffic: &ApiTraffic, err: &ProxyError) {
         ProxyError::Unreachable(_) => UpstreamError::Unreachable,
         ProxyError::Timeout(_) => UpstreamError::Timeout,
         ProxyError::BadUrl { .. } => UpstreamError::BadUrl,
-        ProxyError::RequestTooLarge { .. } | ProxyError::ClientBody(_) => return,
+        ProxyError::RequestTooLarge { .. }
+        | ProxyError::ClientBody(_)
+        | ProxyError::ClientBodyTimeout(_) => return,
     };
     traffic.upstream_error(kind);
 }
@@ -264,7 +281,8 @@ async fn forward(
         count_upstream_error(traffic, err);
         // The URL is rebuilt only here (the parts it needs are still in the
         // context), so the success path keeps no copy of it.
-        tracing::warn!(endpoint = %endpoint_url(endpoint, ctx), error = %err, "endpoint call failed");
+        let url = endpoint_url(endpoint, ctx);
+        tracing::warn!(endpoint = url_for_log(&url), error = %err, "endpoint call failed");
     }
     result
 }
@@ -275,6 +293,7 @@ fn fire_and_forget(
     dp: &DataPlane,
     ctx: &mut MessageContext<'_>,
     endpoint: &Endpoint,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), ProxyError> {
     let traffic = std::sync::Arc::clone(&ctx.api.traffic);
     let request =
@@ -283,7 +302,9 @@ fn fire_and_forget(
     let client = dp.client.clone();
     let span = tracing::Span::current();
     tokio::spawn(async move {
-        let uri = request.uri().clone();
+        // Held until the message is delivered or given up on.
+        let _permit = permit;
+        let uri = url_for_log(&request.uri().to_string()).to_owned();
         let sent = send(&client, request, timeout).await;
         if let Err(err) = &sent {
             count_upstream_error(&traffic, err);
@@ -311,6 +332,12 @@ async fn buffer_body(ctx: &mut MessageContext<'_>) -> Result<(), MediationError>
             (BodyError::TooLarge { limit }, true) => MediationError::ResponseTooLarge { limit },
             (BodyError::Transport(e), false) => MediationError::ClientBody(e.to_string()),
             (BodyError::Transport(e), true) => MediationError::ResponseBody(e.to_string()),
+            (err @ BodyError::TimedOut { .. }, false) => {
+                MediationError::ClientBodyTimeout(err.to_string())
+            }
+            (err @ BodyError::TimedOut { .. }, true) => {
+                MediationError::ResponseBody(err.to_string())
+            }
         })
 }
 
@@ -473,6 +500,29 @@ fn apply_payload(ctx: &mut MessageContext<'_>, factory: &PayloadFactory) {
     );
 }
 
+/// What a log shows in place of a credential.
+const REDACTED: &str = "***";
+
+/// Headers that carry credentials or sessions: `<log level="headers">` and
+/// `"full"` show their names only.
+fn is_secret_header(name: &HeaderName) -> bool {
+    const SECRET: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "apikey",
+        "api-key",
+        "x-api-key",
+        "x-apikey",
+        "internal-key",
+        "x-auth-token",
+        "x-jwt-assertion",
+    ];
+    // Header names are lower case already.
+    SECRET.contains(&name.as_str())
+}
+
 fn log_message(ctx: &MessageContext<'_>, log: &LogMediator) {
     let separator = if log.separator.is_empty() {
         ", "
@@ -496,11 +546,15 @@ fn log_message(ctx: &MessageContext<'_>, log: &LogMediator) {
     }
     if matches!(log.level, LogLevel::Headers | LogLevel::Full) {
         for (name, value) in &ctx.headers {
-            field(
-                &mut text,
-                name.as_str(),
-                &String::from_utf8_lossy(value.as_bytes()),
-            );
+            if is_secret_header(name) {
+                field(&mut text, name.as_str(), REDACTED);
+            } else {
+                field(
+                    &mut text,
+                    name.as_str(),
+                    &String::from_utf8_lossy(value.as_bytes()),
+                );
+            }
         }
     }
     if log.level == LogLevel::Full {

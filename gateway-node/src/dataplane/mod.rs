@@ -16,9 +16,11 @@ mod expression;
 mod headers;
 mod matcher;
 mod mediation;
+mod path;
 mod proxy;
 mod routing;
 mod server;
+mod tls;
 mod traffic;
 
 #[cfg(test)]
@@ -27,4 +29,5 @@ mod tests;
 pub use config::DataPlaneConfig;
 pub use routing::{CompiledApi, RoutingTable, SharedRoutingTable};
 pub use server::{DataPlane, serve, serve_per_core};
+pub use tls::{EndpointTlsError, endpoint_tls};
 pub use traffic::{ApiTraffic, TrafficRegistry, UpstreamError, render_traffic};

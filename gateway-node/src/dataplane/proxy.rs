@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use artisync_synapse::{Endpoint, EndpointKind};
@@ -13,6 +14,7 @@ use http::header::{CONTENT_LENGTH, EXPECT, HOST, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -21,11 +23,12 @@ use thiserror::Error;
 use super::body::{Body, BodyError};
 use super::config::DataPlaneConfig;
 use super::context::{MessageContext, Postfix};
-use super::headers::strip_hop_by_hop;
+use super::headers::strip_framing;
 use super::matcher::query_param;
 
-/// The pooled client shared by every request.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// The pooled client shared by every request: plain HTTP, or TLS for
+/// `https://` endpoints.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -49,6 +52,8 @@ pub enum ProxyError {
     RequestTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("the request body was not received in time: {0}")]
+    ClientBodyTimeout(String),
 }
 
 impl ProxyError {
@@ -57,16 +62,19 @@ impl ProxyError {
         match self {
             ProxyError::Unreachable(_) | ProxyError::BadUrl { .. } => ERROR_CODE_CONNECT_FAILED,
             ProxyError::Timeout(_) => ERROR_CODE_TIMEOUT,
-            ProxyError::RequestTooLarge { .. } | ProxyError::ClientBody(_) => {
-                ERROR_CODE_SEND_FAILED
-            }
+            ProxyError::RequestTooLarge { .. }
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientBodyTimeout(_) => ERROR_CODE_SEND_FAILED,
         }
     }
 }
 
-/// Builds the pooled HTTP/1.1 keep-alive client.
-pub fn build_client(config: &DataPlaneConfig) -> HttpClient {
+/// Builds the pooled HTTP/1.1 keep-alive client, with `tls` for `https://`
+/// endpoints.
+pub fn build_client(config: &DataPlaneConfig, tls: Arc<rustls::ClientConfig>) -> HttpClient {
     let mut connector = HttpConnector::new();
+    // The TLS layer above checks the scheme.
+    connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout()));
     connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -75,7 +83,13 @@ pub fn build_client(config: &DataPlaneConfig) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(90))
         // We set `Host` ourselves, from the endpoint URL.
         .set_host(false)
-        .build(connector)
+        .build(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(Arc::unwrap_or_clone(tls))
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        )
 }
 
 /// The URL a message goes to (DESIGN.md §3): `{uri.var.x}` and
@@ -186,6 +200,12 @@ pub fn percent_encode_into(out: &mut String, value: &str) {
     }
 }
 
+/// An endpoint URL for logs and error messages: without its query, which
+/// may carry the client's credentials (`?access_token=...`).
+pub fn url_for_log(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(base, _)| base)
+}
+
 /// Builds the request for an endpoint from the current message, moving its
 /// headers and body out of the context (the message is consumed by the
 /// send, as in Synapse).
@@ -196,15 +216,15 @@ pub fn build_request(
     // Parsing from the owned string hands its buffer to the URI uncopied.
     let uri = Uri::try_from(endpoint_url(endpoint, ctx)).map_err(|_| ProxyError::BadUrl {
         // Rebuilt only on this error path; the context is still unchanged.
-        url: endpoint_url(endpoint, ctx),
+        url: url_for_log(&endpoint_url(endpoint, ctx)).to_owned(),
         reason: "it is not a valid URL",
     })?;
     let bad = |reason| ProxyError::BadUrl {
-        url: uri.to_string(),
+        url: url_for_log(&uri.to_string()).to_owned(),
         reason,
     };
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(bad("only http:// endpoints are supported"));
+    if uri.scheme() != Some(&Scheme::HTTP) && uri.scheme() != Some(&Scheme::HTTPS) {
+        return Err(bad("only http:// and https:// endpoints are supported"));
     }
     let host = match uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str())
@@ -219,7 +239,9 @@ pub fn build_request(
     };
 
     let mut headers = std::mem::take(&mut ctx.headers);
-    strip_hop_by_hop(&mut headers);
+    // The peer's hop-by-hop headers went when its message arrived; what is
+    // left was set by mediators or is end-to-end.
+    strip_framing(&mut headers);
     // The client does not do `Expect: 100-continue`; the gateway already
     // accepted the body from the client.
     headers.remove(EXPECT);
@@ -286,6 +308,7 @@ fn classify(err: &hyper_util::client::legacy::Error, timeout: Duration) -> Proxy
             return match body {
                 BodyError::TooLarge { limit } => ProxyError::RequestTooLarge { limit: *limit },
                 BodyError::Transport(e) => ProxyError::ClientBody(e.to_string()),
+                BodyError::TimedOut { .. } => ProxyError::ClientBodyTimeout(body.to_string()),
             };
         }
         if let Some(io) = current.downcast_ref::<io::Error>()

@@ -215,6 +215,11 @@ impl RoutingTable {
         self.by_id.get(api_id)
     }
 
+    /// The API deployed at exactly `context`, if any.
+    pub fn at_context(&self, context: &str) -> Option<&Arc<CompiledApi>> {
+        self.by_context.get(context).map(|entry| &entry.0)
+    }
+
     pub fn apis(&self) -> impl Iterator<Item = &Arc<CompiledApi>> {
         self.by_id.values()
     }

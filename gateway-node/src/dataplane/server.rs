@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -21,10 +22,13 @@ use super::body::Body;
 use super::config::DataPlaneConfig;
 use super::context::MessageContext;
 use super::error_body::error_response;
+use super::headers::strip_hop_by_hop;
 use super::matcher::{ResourceMatch, allow_header, match_resource, model_method};
 use super::mediation::mediate;
+use super::path::has_dot_segment;
 use super::proxy::{HttpClient, build_client};
 use super::routing::{CompiledApi, SharedRoutingTable};
+use super::tls::{EndpointTlsError, endpoint_tls};
 use artisync_telemetry::metrics::Counter;
 
 /// Request ids: unique per process, cheap (no formatting or randomness on
@@ -39,6 +43,9 @@ pub struct DataPlane {
     unrouted: Arc<Counter>,
     pub(crate) client: HttpClient,
     pub(crate) endpoint_timeout: Duration,
+    /// Permits for `OUT_ONLY` sends in flight; one is held by each
+    /// background send until it ends.
+    pub(crate) out_only: Arc<Semaphore>,
     config: DataPlaneConfig,
 }
 
@@ -52,11 +59,31 @@ impl std::fmt::Debug for DataPlane {
 }
 
 impl DataPlane {
-    pub fn new(table: SharedRoutingTable, config: DataPlaneConfig, unrouted: Arc<Counter>) -> Self {
+    /// Fails only when the TLS settings for endpoints cannot be built (an
+    /// unreadable `endpoint_ca_file`), which the node's config checks
+    /// before it binds a port.
+    pub fn new(
+        table: SharedRoutingTable,
+        config: DataPlaneConfig,
+        unrouted: Arc<Counter>,
+    ) -> Result<Self, EndpointTlsError> {
+        let tls = endpoint_tls(config.endpoint_ca_file.as_deref())?;
+        Ok(DataPlane::with_tls(table, config, unrouted, tls))
+    }
+
+    fn with_tls(
+        table: SharedRoutingTable,
+        config: DataPlaneConfig,
+        unrouted: Arc<Counter>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         DataPlane {
             unrouted,
-            client: build_client(&config),
+            client: build_client(&config, tls),
             endpoint_timeout: config.endpoint_timeout(),
+            out_only: Arc::new(Semaphore::new(
+                config.max_out_only_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
             table,
             config,
         }
@@ -79,6 +106,18 @@ impl DataPlane {
     ) -> Response<Body> {
         let started = Instant::now();
         let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+        // Refused before routing: a `..` reaching an endpoint through a `/*`
+        // resource would climb out of the path the API exposes.
+        if has_dot_segment(request.uri().path()) {
+            let path = request.uri().path();
+            tracing::debug!(request_id, path, "dot segment in the request path refused");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "the request path contains a dot segment ('.' or '..', possibly \
+                 percent-encoded or with a backslash), which the gateway does not forward",
+                path,
+            );
+        }
         // One load of the table per request; the API is then held by its own
         // `Arc`, so a deploy swapping the table meanwhile does not affect
         // this request (and the table guard is not held across awaits).
@@ -124,9 +163,12 @@ impl DataPlane {
         let http::request::Parts {
             method,
             uri,
-            headers,
+            mut headers,
             ..
         } = parts;
+        // Before mediation: the client's `Connection` header names only the
+        // client's own headers, never ones the sequences set.
+        strip_hop_by_hop(&mut headers);
         let path = uri.path();
         let remainder = path.get(start..).unwrap_or("");
         let query = uri.query();
@@ -187,7 +229,12 @@ impl DataPlane {
             query,
             vars,
             headers,
-            Body::from_incoming(incoming, max),
+            Body::from_client(
+                incoming,
+                max,
+                self.config.body_read_timeout(),
+                self.config.body_total_timeout(),
+            ),
             remote.ip(),
             max,
         );
@@ -198,8 +245,9 @@ impl DataPlane {
 }
 
 /// A connection handed from the accept loop to the worker that serves it,
-/// detached from the accepting runtime's reactor.
-type Handed = (std::net::TcpStream, SocketAddr);
+/// detached from the accepting runtime's reactor, with its slot under
+/// `max_connections` (held until the connection closes).
+type Handed = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// Serves API traffic on `listener` with [`DataPlaneConfig::worker_count`]
 /// threads until `shutdown` is cancelled, then returns once every worker
@@ -219,14 +267,16 @@ pub async fn serve_per_core(
     unrouted: Arc<Counter>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let tls = endpoint_tls(config.endpoint_ca_file.as_deref()).map_err(std::io::Error::other)?;
     let mut workers = Vec::new();
     let mut done = Vec::new();
     for index in 0..config.worker_count() {
         let (handoff, connections) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-        let data_plane = Arc::new(DataPlane::new(
+        let data_plane = Arc::new(DataPlane::with_tls(
             Arc::clone(&table),
             config.clone(),
             unrouted.clone(),
+            Arc::clone(&tls),
         ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -242,8 +292,9 @@ pub async fn serve_per_core(
         done.push(done_rx);
     }
     log_listening(&listener);
+    let slots = connection_slots(&config);
     let mut next = 0;
-    while let Some((stream, remote)) = accept(&listener, &shutdown).await {
+    while let Some((stream, remote, slot)) = accept(&listener, &slots, &shutdown).await {
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
@@ -253,7 +304,7 @@ pub async fn serve_per_core(
         };
         // A worker is gone only if its runtime failed to start; the next
         // one takes the connection.
-        let mut connection = Some((stream, remote));
+        let mut connection = Some((stream, remote, slot));
         for _ in 0..workers.len() {
             let worker = &workers[next % workers.len()];
             next = next.wrapping_add(1);
@@ -291,11 +342,11 @@ async fn serve_handed(
     data_plane: Arc<DataPlane>,
 ) {
     let graceful = GracefulShutdown::new();
-    let http = http1_builder();
-    while let Some((stream, remote)) = connections.recv().await {
+    let http = http1_builder(data_plane.config());
+    while let Some((stream, remote, slot)) = connections.recv().await {
         // Registers the connection with this worker's reactor.
         match TcpStream::from_std(stream) {
-            Ok(stream) => serve_connection(&http, &graceful, stream, remote, &data_plane),
+            Ok(stream) => serve_connection(&http, &graceful, stream, remote, slot, &data_plane),
             Err(err) => {
                 tracing::warn!(error = %err, %remote, "could not take over a connection");
             }
@@ -313,23 +364,31 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let http = http1_builder();
+    let http = http1_builder(data_plane.config());
+    let slots = connection_slots(data_plane.config());
     log_listening(&listener);
-    while let Some((stream, remote)) = accept(&listener, &shutdown).await {
-        serve_connection(&http, &graceful, stream, remote, &data_plane);
+    while let Some((stream, remote, slot)) = accept(&listener, &slots, &shutdown).await {
+        serve_connection(&http, &graceful, stream, remote, slot, &data_plane);
     }
     drop(listener);
     drain(graceful).await;
     Ok(())
 }
 
-fn http1_builder() -> hyper::server::conn::http1::Builder {
+fn http1_builder(config: &DataPlaneConfig) -> hyper::server::conn::http1::Builder {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
         // Slowloris protection: a client must finish its headers in time.
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(config.header_read_timeout());
     http
+}
+
+/// The slots of `max_connections`: a connection holds one while it is open.
+fn connection_slots(config: &DataPlaneConfig) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(
+        config.max_connections.min(Semaphore::MAX_PERMITS),
+    ))
 }
 
 fn log_listening(listener: &TcpListener) {
@@ -338,19 +397,27 @@ fn log_listening(listener: &TcpListener) {
     }
 }
 
-/// The next connection, or `None` once `shutdown` is cancelled.
+/// The next connection with its slot, or `None` once `shutdown` is
+/// cancelled. With every slot taken, nothing is accepted until a connection
+/// closes: further clients wait in the kernel's backlog.
 async fn accept(
     listener: &TcpListener,
+    slots: &Arc<Semaphore>,
     shutdown: &CancellationToken,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            slot = Arc::clone(slots).acquire_owned() => slot.ok()?,
+        };
         let accepted = tokio::select! {
             biased;
             () = shutdown.cancelled() => return None,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok(pair) => return Some(pair),
+            Ok((stream, remote)) => return Some((stream, remote, slot)),
             Err(err) => {
                 // Usually out of file descriptors or a connection reset
                 // before accept: back off briefly instead of spinning.
@@ -370,6 +437,7 @@ fn serve_connection(
     graceful: &GracefulShutdown,
     stream: TcpStream,
     remote: SocketAddr,
+    slot: OwnedSemaphorePermit,
     data_plane: &Arc<DataPlane>,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
@@ -382,6 +450,8 @@ fn serve_connection(
     });
     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
+        // The slot is free again once the connection is done.
+        let _slot = slot;
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, %remote, "connection ended with an error");
         }

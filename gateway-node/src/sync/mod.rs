@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use artisync_domain::runtime::RuntimeMetadata;
+use artisync_domain::signature::PublisherPublicKey;
 use artisync_domain::{ApiId, GatewayLabel, NodeId, Revision, Sha256Digest};
 use artisync_ports::ArtifactSource;
 use artisync_ports::source::SourceError;
@@ -104,6 +105,8 @@ pub struct SyncConfig {
     pub labels: Vec<GatewayLabel>,
     pub retry: RetryPolicy,
     pub event_waiting_time: Duration,
+    /// With it, events without the publisher's valid signature are refused.
+    pub publisher_key: Option<PublisherPublicKey>,
 }
 
 pub struct Synchronizer {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use artisync_domain::event::{DeploymentEvent, EventType};
-use artisync_domain::runtime::{GatewayStatusReport, RuntimeArtifact};
+use artisync_domain::runtime::{ApiDeploymentStatus, GatewayStatusReport, RuntimeArtifact};
 use artisync_ports::source::{FetchedArtifact, MetadataAnswer};
 use async_trait::async_trait;
 use chrono::Utc;
@@ -109,6 +109,14 @@ fn waiting_synchronizer(
     answers: Vec<Option<FetchedArtifact>>,
     wait: Duration,
 ) -> (Arc<Synchronizer>, Arc<ScriptedSource>, std::path::PathBuf) {
+    configured_synchronizer(answers, wait, None)
+}
+
+fn configured_synchronizer(
+    answers: Vec<Option<FetchedArtifact>>,
+    wait: Duration,
+    publisher_key: Option<PublisherPublicKey>,
+) -> (Arc<Synchronizer>, Arc<ScriptedSource>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("artisync-sync-{}", uuid::Uuid::new_v4()));
     let cache = DiskCache::new(dir.clone());
     cache.prepare().unwrap();
@@ -128,6 +136,7 @@ fn waiting_synchronizer(
                 max_retries: 2,
             },
             event_waiting_time: wait,
+            publisher_key,
         },
         source.clone(),
         Arc::new(NodeState::new()),
@@ -196,6 +205,7 @@ fn deploy_event(id: ApiId, a: &FetchedArtifact, age: chrono::Duration) -> Deploy
         gateway_labels: vec![GatewayLabel::parse("Label1").unwrap()],
         sequence: 1,
         artifact: Some(String::from_utf8(a.xml.to_vec()).unwrap()),
+        signature: None,
     }
 }
 
@@ -410,5 +420,40 @@ async fn redeploy_moves_to_the_desired_revision_even_when_it_is_older() {
     // Asked again, it is up to date.
     assert_eq!(sync.redeploy(id).await.unwrap(), Outcome::UpToDate);
     assert_eq!(*source.fetches.lock().unwrap(), 2);
+    remove_cache_dir(&dir).await;
+}
+
+#[tokio::test]
+async fn with_a_publisher_key_only_signed_events_are_used() {
+    use artisync_domain::signature::EventSigningKey;
+    let key = EventSigningKey::from_seed([5; 32]);
+    let public = PublisherPublicKey::parse(&key.public_key_base64()).unwrap();
+    let (sync, source, dir) = configured_synchronizer(vec![None], Duration::ZERO, Some(public));
+    sync.reconcile().await.unwrap();
+    let id = ApiId::new_random();
+
+    // Unsigned, and signed by someone else: neither deployed nor fetched,
+    // and the refusal shows on the API.
+    let forged = deploy_event(id, &artifact(9), chrono::Duration::zero());
+    sync.handle_event(&forged, None).await;
+    let mut wrongly_signed = forged.clone();
+    EventSigningKey::from_seed([6; 32]).sign(&mut wrongly_signed);
+    sync.handle_event(&wrongly_signed, None).await;
+    assert_eq!(applied(&sync, id), None);
+    assert_eq!(*source.fetches.lock().unwrap(), 0);
+    assert_eq!(sync.metrics.events_unverified.get(), 2);
+    let record = sync.state.record(&id).unwrap();
+    assert_eq!(record.status(), ApiDeploymentStatus::Failed);
+    assert!(record.failure.unwrap().error.contains("signature"));
+
+    // Signed by the publisher: deployed from the event.
+    let mut signed = deploy_event(id, &artifact(2), chrono::Duration::zero());
+    key.sign(&mut signed);
+    sync.handle_event(&signed, None).await;
+    assert_eq!(applied(&sync, id), Revision::new(2).ok());
+    assert_eq!(
+        sync.state.record(&id).unwrap().status(),
+        ApiDeploymentStatus::Deployed
+    );
     remove_cache_dir(&dir).await;
 }

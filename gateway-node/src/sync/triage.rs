@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use artisync_domain::Revision;
 use artisync_domain::event::{DeploymentEvent, EventType};
+use artisync_domain::signature::SignatureError;
 use artisync_ports::source::FetchedArtifact;
 use bytes::Bytes;
 use chrono::Utc;
 
 use super::{Outcome, Synchronizer};
+use crate::state::Failure;
 
 /// An artifact inside an event older than this is not used: the event is
 /// being replayed from a backlog, where later changes may be queued behind
@@ -36,6 +38,12 @@ impl Synchronizer {
         traceparent: Option<String>,
     ) {
         let received = Instant::now();
+        if let Some(key) = &self.config.publisher_key
+            && let Err(e) = key.verify(event)
+        {
+            self.refuse_unverified(event, e);
+            return;
+        }
         let mine = event
             .gateway_labels
             .iter()
@@ -84,6 +92,34 @@ impl Synchronizer {
             self.metrics
                 .observe_deploy(received.elapsed(), event.timestamp);
         }
+    }
+}
+
+impl Synchronizer {
+    /// An event the publisher did not sign: nothing of it is used, and the
+    /// API shows the refusal until its next deploy.
+    fn refuse_unverified(&self, event: &DeploymentEvent, error: SignatureError) {
+        self.metrics.events_unverified.inc();
+        tracing::warn!(
+            event_id = %event.event_id,
+            api_id = %event.api_id,
+            revision = %event.revision,
+            labels = ?event.gateway_labels,
+            error = %error,
+            "refused an event without a valid publisher signature; the node keeps what it runs"
+        );
+        self.state.record_failure(
+            event.api_id,
+            Failure {
+                revision: Some(event.revision),
+                error: format!(
+                    "refused an event for revision {} without a valid publisher signature ({error}); the node keeps what it runs",
+                    event.revision
+                ),
+                attempts: 1,
+                next_retry_at: None,
+            },
+        );
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod ids;
 pub mod receipt;
 pub mod runtime;
+pub mod signature;
 pub mod topology;
 
 pub use ids::{ApiId, GatewayLabel, IdError, NodeId, Revision, Sha256Digest};

@@ -45,6 +45,7 @@ pub fn event(
         gateway_labels: labels,
         sequence,
         artifact: None,
+        signature: None,
     }
 }
 

@@ -147,6 +147,7 @@ impl TestEnv {
             gateway_stale_after_ms: None,
             publisher_max_apply_bytes: None,
             operator_token: random_token(),
+            signing: None,
         })
     }
 
