@@ -102,6 +102,16 @@ pub fn parse_url(url: &str, origin: &str) -> Result<PgConnectOptions, OpenError>
         })
 }
 
+/// Connection errors that a retry cannot mend: TLS refused (a certificate
+/// the CA does not vouch for surfaces as invalid data) or a bad setting.
+fn is_permanent(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => true,
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
+}
+
 /// Every port on one pool.
 #[derive(Clone)]
 pub struct PgBackend {
@@ -146,6 +156,9 @@ impl PgBackend {
                     .with_max_delay(Duration::from_secs(2))
                     .with_max_times(15),
             )
+            // A certificate the CA does not vouch for, or a bad setting,
+            // fails the same way every time.
+            .when(|e| !is_permanent(e))
             .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "PostgreSQL not reachable yet"))
             .await
             .map_err(OpenError::Connect)?;
