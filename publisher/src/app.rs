@@ -97,6 +97,7 @@ pub async fn start(
         known_labels: settings.known_labels.clone(),
         gateway_stale_after: settings.gateway_stale_after,
         metrics,
+        parse_pool: artisync_http::ParsePool::for_cores(),
     });
     let router = api::router(state);
     let server_shutdown = shutdown.clone();

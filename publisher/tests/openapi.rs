@@ -245,6 +245,7 @@ fn state(token: &str) -> Arc<ApiState> {
         known_labels: Vec::new(),
         gateway_stale_after: Duration::from_secs(30),
         metrics: Arc::new(PublisherMetrics::new()),
+        parse_pool: artisync_http::ParsePool::new(1, 1),
     })
 }
 

@@ -29,8 +29,9 @@ use super::proxy::{
 use super::traffic::{ApiTraffic, UpstreamError};
 
 /// How deeply filters and sequence references may nest; also what stops a
-/// sequence that (directly or not) refers to itself.
-pub const MAX_DEPTH: usize = 16;
+/// sequence that (directly or not) refers to itself. The publisher refuses
+/// deeper artifacts with the same cap.
+pub const MAX_DEPTH: usize = artisync_synapse::LIMITS.max_mediation_depth;
 
 /// Bodies larger than this are cut in `log level="full"` output.
 const MAX_LOGGED_BODY: usize = 16 * 1024;

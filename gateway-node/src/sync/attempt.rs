@@ -85,7 +85,9 @@ impl Synchronizer {
         if record.held_through.is_some_and(|h| fetched.revision <= h) {
             return Ok(Outcome::Held);
         }
-        let applied = self.verify_and_compile(id, fetched.revision, fetched.sha256, fetched.xml)?;
+        let applied = self
+            .verify_and_compile_pooled(id, fetched.revision, fetched.sha256, fetched.xml)
+            .await?;
         if !self.install(id, applied) {
             return Ok(Outcome::UpToDate);
         }

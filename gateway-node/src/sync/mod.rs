@@ -69,6 +69,9 @@ pub enum DeployError {
         served: Revision,
         expected: Revision,
     },
+    /// Validation could not run (it panicked: a bug).
+    #[error("validating the artifact failed: {0}")]
+    Validation(#[from] artisync_http::PoolError),
 }
 
 impl DeployError {
@@ -79,6 +82,7 @@ impl DeployError {
             // the next reconcile is the way out.
             DeployError::Invalid(_) => false,
             DeployError::DigestMismatch { .. } | DeployError::Stale { .. } => true,
+            DeployError::Validation(_) => false,
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct Synchronizer {
     /// The change number of the newest desired state loaded, -1 before
     /// the first load: events at or below it ask the source.
     loaded_sequence: AtomicI64,
+    /// Where fetched artifacts are validated, off the async threads that
+    /// serve the data plane and the admin API.
+    parse_pool: artisync_http::ParsePool,
 }
 
 impl Synchronizer {
@@ -137,6 +144,7 @@ impl Synchronizer {
             locks: Mutex::new(HashMap::new()),
             last_metadata: tokio::sync::Mutex::new(None),
             loaded_sequence: AtomicI64::new(-1),
+            parse_pool: artisync_http::ParsePool::for_cores(),
         })
     }
 

@@ -69,8 +69,9 @@ impl Synchronizer {
             return Ok(Outcome::UpToDate);
         }
         let revision = fetched.revision;
-        let replacement =
-            self.verify_and_compile(id, fetched.revision, fetched.sha256, fetched.xml)?;
+        let replacement = self
+            .verify_and_compile_pooled(id, fetched.revision, fetched.sha256, fetched.xml)
+            .await?;
         let cached = super::applied_in_cache(id, &replacement);
         self.state.replace(id, replacement);
         self.cache.send(cached);

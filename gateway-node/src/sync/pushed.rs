@@ -75,7 +75,10 @@ impl Synchronizer {
         if record.held_through.is_some_and(|h| revision <= h) {
             return Ok(Outcome::Held);
         }
-        let applied = match self.verify_and_compile(id, revision, sha256, xml) {
+        let applied = match self
+            .verify_and_compile_pooled(id, revision, sha256, xml)
+            .await
+        {
             Ok(applied) => applied,
             Err(source) => {
                 tracing::warn!(api_id = %id, revision = %revision, error = %source, "pushed artifact refused; the running revision keeps serving");

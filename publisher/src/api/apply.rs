@@ -252,7 +252,7 @@ impl Run {
                 self.truncated = Some(e.message.clone());
                 error_line(line, &e)
             }
-            Line::Text(line, text) => match job.parse(line, &text, &mut self.named) {
+            Line::Text(line, text) => match job.parse(line, &text, &mut self.named).await {
                 Ok(parsed) => {
                     self.summary.lines += 1;
                     self.pending.push_back(carry_out(Arc::clone(job), parsed));
@@ -372,7 +372,7 @@ impl ApplyJob {
 
     /// Validates one line; an API named twice in one call is an error (the
     /// second would race the first).
-    fn parse(
+    async fn parse(
         &self,
         line: usize,
         text: &[u8],
@@ -398,7 +398,8 @@ impl ApplyJob {
             )));
         }
         let labels = gateway_labels(&self.state, &request.labels)?;
-        let (new, warnings) = new_artifact(Bytes::from(request.artifact.into_bytes()))?;
+        let (new, warnings) =
+            new_artifact(&self.state, Bytes::from(request.artifact.into_bytes())).await?;
         if !named.insert((new.name.clone(), new.version.clone())) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -168,9 +168,18 @@ pub(super) fn gateway_labels(
     Ok(labels)
 }
 
-/// Validates an artifact and turns it into a revision to store.
-pub(super) fn new_artifact(xml: Bytes) -> Result<(NewArtifact, Vec<String>), ApiError> {
-    let artifact = parse_artifact(&xml)?;
+/// Validates an artifact (on the parse pool: a large one takes a while, and
+/// the async threads keep answering meanwhile) and turns it into a
+/// revision to store.
+pub(super) async fn new_artifact(
+    state: &ApiState,
+    xml: Bytes,
+) -> Result<(NewArtifact, Vec<String>), ApiError> {
+    let parsed = xml.clone();
+    let artifact = state
+        .parse_pool
+        .run(move || parse_artifact(&parsed))
+        .await??;
     let new = NewArtifact {
         name: artifact.api.name.clone(),
         version: artifact.api.version.clone().unwrap_or_default(),
@@ -221,10 +230,10 @@ impl ApiCreated {
         (status = 400, description = "Malformed XML (with the parser's position) or empty body", body = ErrorDoc),
         (status = 413, description = "Larger than max_body_bytes", body = ErrorDoc),
         (status = 415, description = "Not application/xml", body = ErrorDoc),
-        (status = 422, description = "Outside the supported Synapse subset (element, line, column)", body = ErrorDoc),
+        (status = 422, description = "Outside the supported Synapse subset (element, line, column), or over one of the artifact caps (named in the message)", body = ErrorDoc),
         (status = 409, description = "(name, version) exists", body = ErrorDoc),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorDoc),
-        (status = 503, description = "The database is unavailable; nothing was changed", body = ErrorDoc),
+        (status = 503, description = "The database is unavailable, or the server is busy validating other artifacts (see `Retry-After`); nothing was changed", body = ErrorDoc),
     ))]
 pub async fn create_api(
     State(state): State<Arc<ApiState>>,
@@ -232,7 +241,7 @@ pub async fn create_api(
     body: Body,
 ) -> Result<Response, ApiError> {
     let xml = xml_body(&state, &headers, body).await?;
-    let (new, warnings) = new_artifact(xml)?;
+    let (new, warnings) = new_artifact(&state, xml).await?;
     let summary = state.store.create_api(new).await?;
     state.metrics.change(Change::Create);
     tracing::info!(api_id = %summary.id, name = %summary.name, version = %summary.version, "API created");
@@ -255,11 +264,11 @@ pub async fn create_api(
         (status = 400, description = "Malformed XML (with the parser's position) or empty body", body = ErrorDoc),
         (status = 413, description = "Larger than max_body_bytes", body = ErrorDoc),
         (status = 415, description = "Not application/xml", body = ErrorDoc),
-        (status = 422, description = "Outside the supported Synapse subset (element, line, column)", body = ErrorDoc),
+        (status = 422, description = "Outside the supported Synapse subset (element, line, column), or over one of the artifact caps (named in the message)", body = ErrorDoc),
         (status = 404, description = "No such API", body = ErrorDoc),
         (status = 409, description = "The new (name, version) belongs to another API", body = ErrorDoc),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorDoc),
-        (status = 503, description = "The database is unavailable; nothing was changed", body = ErrorDoc),
+        (status = 503, description = "The database is unavailable, or the server is busy validating other artifacts (see `Retry-After`); nothing was changed", body = ErrorDoc),
     ))]
 pub async fn update_api(
     State(state): State<Arc<ApiState>>,
@@ -269,7 +278,7 @@ pub async fn update_api(
 ) -> Result<Response, ApiError> {
     let id = api_id(&id)?;
     let xml = xml_body(&state, &headers, body).await?;
-    let (new, warnings) = new_artifact(xml)?;
+    let (new, warnings) = new_artifact(&state, xml).await?;
     Ok(match state.store.update_api(id, new).await? {
         UpdateOutcome::NewRevision(s) => {
             state.metrics.change(Change::Update);

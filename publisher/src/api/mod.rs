@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use artisync_domain::GatewayLabel;
-use artisync_http::{BearerAuth, BearerTokens, RequestObserver};
+use artisync_http::{BearerAuth, BearerTokens, ParsePool, RequestObserver};
 use artisync_ports::{ArtifactStore, Health, Outbox};
 use axum::Router;
 use axum::http::StatusCode;
@@ -41,6 +41,9 @@ pub struct ApiState {
     pub metrics: Arc<PublisherMetrics>,
     /// The last read of `/api/v1/fleet`, shared by every viewer.
     pub fleet: FleetCache,
+    /// Where artifacts are parsed and validated, off the async threads;
+    /// when it is full a change answers 503 with `Retry-After`.
+    pub parse_pool: ParsePool,
 }
 
 /// Where the OpenAPI document is served (no token needed).

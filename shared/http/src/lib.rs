@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod observe;
 mod openapi;
+mod pool;
 mod serve;
 pub mod tls;
 
@@ -13,7 +14,11 @@ pub use auth::{BearerTokens, bearer_token, constant_time_eq, presented_token, re
 pub use error::{ApiError, ErrorBody, json_errors, store_status};
 pub use observe::{HttpMetrics, RequestObserver, observe_requests};
 pub use openapi::BearerAuth;
-pub use serve::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, ServeLimits, serve, serve_with};
+pub use pool::{ParsePool, PoolError};
+pub use serve::{
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE, ServeLimits, serve, serve_with,
+    serve_with_grace,
+};
 
 /// Response headers of `runtime-artifacts`.
 pub const REVISION_HEADER: &str = "x-artisync-revision";

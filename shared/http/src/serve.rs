@@ -1,6 +1,7 @@
 //! Serving a router until shutdown, with bounds a hostile client cannot
-//! stretch: a deadline for reading a request's headers and a cap on open
-//! connections.
+//! stretch: a deadline for reading a request's headers, a cap on open
+//! connections, and a grace period after which requests still in flight at
+//! shutdown are abandoned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// again.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// How long requests in flight at shutdown may take to finish. A request
+/// still running then (a slow client, a large artifact still being
+/// validated) is abandoned, so no request holds the process up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The bounds of [`serve_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
@@ -36,6 +42,8 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Open connections at most; more are closed on accept.
     pub max_connections: usize,
+    /// How long requests in flight at shutdown may still take.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServeLimits {
@@ -43,6 +51,7 @@ impl Default for ServeLimits {
         ServeLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -55,6 +64,20 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     serve_with(listener, router, shutdown, ServeLimits::default()).await
+}
+
+/// [`serve`] with another grace period.
+pub async fn serve_with_grace(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let limits = ServeLimits {
+        shutdown_grace: grace,
+        ..ServeLimits::default()
+    };
+    serve_with(listener, router, shutdown, limits).await
 }
 
 /// [`serve`] with explicit bounds.
@@ -114,7 +137,15 @@ pub async fn serve_with(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = limits.shutdown_grace.as_millis() as u64,
+            "requests still in flight after the shutdown grace period are abandoned"
+        );
+    }
     Ok(())
 }
 
@@ -124,4 +155,48 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::routing::get;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_stuck_request_does_not_hold_shutdown_past_the_grace_period() {
+        let (entered_tx, entered) = tokio::sync::mpsc::channel::<()>(1);
+        let router = Router::new().route(
+            "/stuck",
+            get(move || {
+                let entered_tx = entered_tx.clone();
+                async move {
+                    let _ = entered_tx.send(()).await;
+                    std::future::pending::<()>().await;
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_with_grace(
+            listener,
+            router,
+            shutdown.clone(),
+            Duration::from_millis(200),
+        ));
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /stuck HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut entered = entered;
+        entered.recv().await.expect("the request is in flight");
+        shutdown.cancel();
+        // A deadline far past the grace period: the server has stopped.
+        let stopped = tokio::time::timeout(Duration::from_secs(60), server).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        drop(client);
+    }
 }

@@ -77,6 +77,7 @@ async fn a_client_trickling_headers_is_disconnected_while_others_are_served() {
     let server = start(ServeLimits {
         header_read_timeout: Duration::from_secs(1),
         max_connections: 16,
+        ..ServeLimits::default()
     })
     .await;
     let mut slow = TcpStream::connect(server.addr).await.expect("connect");
@@ -126,6 +127,7 @@ async fn connections_past_the_cap_are_closed_and_service_resumes_when_one_closes
         // Idle connections must not time out during this test.
         header_read_timeout: Duration::from_secs(600),
         max_connections: CAP,
+        ..ServeLimits::default()
     })
     .await;
     // CAP idle connections take every slot (accepted in connect order).

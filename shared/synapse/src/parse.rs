@@ -1,19 +1,16 @@
 //! A small DOM over quick-xml: just what validation needs (names,
 //! namespaces, attributes, text, source positions and raw inner source).
 
+use std::cell::Cell;
 use std::ops::Range;
 
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use super::ArtifactError;
+use super::{ArtifactError, LIMITS};
 
 pub(crate) const SYNAPSE_NS: &str = "http://ws.apache.org/ns/synapse";
-
-/// Real artifacts nest a dozen levels; the limit keeps hostile documents from
-/// exhausting the stack in the recursive validation.
-const MAX_DEPTH: usize = 200;
 
 /// The namespace an element resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,9 +91,14 @@ pub(crate) fn line_column(source: &[u8], offset: usize) -> (usize, usize) {
 
 /// Line starts of a document, computed once: every element needs its
 /// position, and rescanning from the start each time would be quadratic.
+/// Columns count characters, so the last position found is remembered and
+/// the next one on the same line counts on from it: elements come in
+/// document order, and a document on one line stays linear.
 struct LineIndex<'s> {
     source: &'s [u8],
     line_starts: Vec<usize>,
+    /// The last offset asked for, with its line and column.
+    last: Cell<(usize, usize, usize)>,
 }
 
 impl<'s> LineIndex<'s> {
@@ -113,23 +115,30 @@ impl<'s> LineIndex<'s> {
         LineIndex {
             source,
             line_starts,
+            last: Cell::new((0, 1, 1)),
         }
     }
 
     fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let line_start = self
+        let line = self
             .line_starts
-            .get(line.saturating_sub(1))
-            .copied()
-            .unwrap_or(0);
-        let column = self.source[line_start..offset]
-            .iter()
-            .filter(|&&byte| byte & 0xC0 != 0x80)
-            .count()
-            + 1;
-        (line.max(1), column)
+            .partition_point(|&start| start <= offset)
+            .max(1);
+        let line_start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let (last_offset, last_line, last_column) = self.last.get();
+        let (from, column) = if last_line == line && last_offset <= offset {
+            (last_offset, last_column)
+        } else {
+            (line_start, 1)
+        };
+        let column = column
+            + self.source[from..offset]
+                .iter()
+                .filter(|&&byte| byte & 0xC0 != 0x80)
+                .count();
+        self.last.set((offset, line, column));
+        (line, column)
     }
 }
 
@@ -156,6 +165,8 @@ struct Builder<'s> {
     /// Open elements, innermost last.
     open: Vec<Element>,
     root: Option<Element>,
+    /// Elements read so far, for `LIMITS.max_elements`.
+    elements: usize,
 }
 
 impl<'s> Builder<'s> {
@@ -166,6 +177,7 @@ impl<'s> Builder<'s> {
             reader: NsReader::from_str(source),
             open: Vec::new(),
             root: None,
+            elements: 0,
         }
     }
 
@@ -184,10 +196,13 @@ impl<'s> Builder<'s> {
             let end = to_usize(self.reader.buffer_position());
             match event {
                 Event::Start(tag) => {
-                    if self.open.len() >= MAX_DEPTH {
-                        return Err(self.malformed_at(
+                    if self.open.len() >= LIMITS.max_xml_depth {
+                        return Err(self.over_limit(
+                            &tag,
                             start,
-                            format!("elements nest deeper than {MAX_DEPTH} levels"),
+                            "max_xml_depth",
+                            LIMITS.max_xml_depth,
+                            "element nesting (elements nest deeper)".to_string(),
                         ));
                     }
                     let mut element = self.open_element(&tag, namespace, start)?;
@@ -232,12 +247,41 @@ impl<'s> Builder<'s> {
         malformed_at(self.lines.position(offset), message)
     }
 
-    fn open_element(
+    fn over_limit(
         &self,
+        tag: &BytesStart<'_>,
+        start: usize,
+        cap: &'static str,
+        max: usize,
+        what: String,
+    ) -> ArtifactError {
+        let (line, column) = self.lines.position(start);
+        ArtifactError::OverLimit {
+            element: String::from_utf8_lossy(tag.local_name().as_ref()).into_owned(),
+            line,
+            column,
+            cap,
+            max,
+            what,
+        }
+    }
+
+    fn open_element(
+        &mut self,
         tag: &BytesStart<'_>,
         namespace: Namespace,
         start: usize,
     ) -> Result<Element, ArtifactError> {
+        self.elements += 1;
+        if self.elements > LIMITS.max_elements {
+            return Err(self.over_limit(
+                tag,
+                start,
+                "max_elements",
+                LIMITS.max_elements,
+                "the number of elements".to_string(),
+            ));
+        }
         let name = String::from_utf8_lossy(tag.local_name().as_ref()).into_owned();
         let attributes = self.attributes(tag, start)?;
         let (line, column) = self.lines.position(start);
@@ -255,12 +299,31 @@ impl<'s> Builder<'s> {
 
     /// Attribute syntax is only checked when the attributes are iterated,
     /// so every attribute is read here, namespace declarations included.
+    ///
+    /// quick-xml's duplicate check compares each attribute with every one
+    /// before it, so the attributes are first counted without it (linear,
+    /// stopping at the cap); only a tag within the cap gets the checked
+    /// read, whose cost is then bounded by the cap squared.
     fn attributes(
         &self,
         tag: &BytesStart<'_>,
         start: usize,
     ) -> Result<Vec<(String, String)>, ArtifactError> {
-        let mut attributes = Vec::new();
+        let count = tag
+            .attributes()
+            .with_checks(false)
+            .take(LIMITS.max_attributes_per_element + 1)
+            .count();
+        if count > LIMITS.max_attributes_per_element {
+            return Err(self.over_limit(
+                tag,
+                start,
+                "max_attributes_per_element",
+                LIMITS.max_attributes_per_element,
+                "the number of attributes on one element".to_string(),
+            ));
+        }
+        let mut attributes = Vec::with_capacity(count);
         for attribute in tag.attributes() {
             let attribute = attribute.map_err(|error| {
                 // Attribute error positions count from just after the `<`.

@@ -1097,10 +1097,203 @@ fn condition_forms() {
 #[test]
 fn deep_nesting_is_refused() {
     let deep = format!("{}{}", "<a>".repeat(500), "</a>".repeat(500));
-    let (_, _, message) = assert_malformed(deep.as_bytes());
-    assert!(message.contains("deeper"), "{message}");
+    assert_over_cap(parse(&deep), "max_xml_depth");
+    let within = format!("{}{}", "<a>".repeat(199), "</a>".repeat(199));
+    assert!(
+        !parse(&within)
+            .err()
+            .is_some_and(|e| e.to_string().contains("max_"))
+    );
     let condition = format!("{}$ctx:a{}", "(".repeat(1000), ")".repeat(1000));
     assert!(parse_condition(&condition).is_err());
     let nested = format!("{}$ctx:a{}", "(".repeat(10), ")".repeat(10));
     assert!(parse_condition(&nested).is_ok());
+}
+
+// ---- caps ---------------------------------------------------------------------------
+
+/// A 422 whose message names `cap`.
+fn assert_over_cap(result: Result<Artifact, ArtifactError>, cap: &str) {
+    match result {
+        Err(error) => {
+            assert_eq!(error.http_status(), 422, "{error}");
+            assert!(
+                error.to_string().contains(cap),
+                "{error} does not name {cap}"
+            );
+        }
+        Ok(_) => panic!("accepted; expected a refusal naming {cap}"),
+    }
+}
+
+fn payload_with_format(format: &str) -> String {
+    with_in_sequence(&format!(
+        r#"<payloadFactory media-type="xml"><format>{format}</format><args/></payloadFactory><respond/>"#
+    ))
+}
+
+#[test]
+fn attributes_per_element_are_capped() {
+    let attributes: String = (0..300).map(|i| format!(" a{i}=\"x\"")).collect();
+    assert_over_cap(
+        parse(&payload_with_format(&format!("<item{attributes}/>"))),
+        "max_attributes_per_element",
+    );
+    let within: String = (0..256).map(|i| format!(" a{i}=\"x\"")).collect();
+    parse(&payload_with_format(&format!("<item{within}/>"))).expect("within the cap");
+    // Duplicates are still found, with quick-xml's position, within the cap.
+    assert_eq!(assert_malformed(b"<api a='1' a='2'/>").1, 12);
+}
+
+#[test]
+fn attributes_are_counted_before_the_duplicate_check() {
+    // 300,000 attributes: quick-xml's pairwise duplicate check alone would
+    // compare 4.5e10 pairs; the count refuses the tag first.
+    let attributes: String = (0..300_000).map(|i| format!(" a{i}='x'")).collect();
+    assert_over_cap(
+        parse(&payload_with_format(&format!("<item{attributes}/>"))),
+        "max_attributes_per_element",
+    );
+}
+
+#[test]
+fn elements_are_capped() {
+    assert_over_cap(
+        parse(&payload_with_format(&"<x/>".repeat(20_001))),
+        "max_elements",
+    );
+    parse(&payload_with_format(&"<x/>".repeat(10_000))).expect("within the cap");
+}
+
+fn chain_of_sequences(links: usize) -> String {
+    let sequences: String = (0..links)
+        .map(|i| {
+            format!(
+                r#"<sequence name="s{i}"><sequence key="s{}"/></sequence>"#,
+                i + 1
+            )
+        })
+        .collect();
+    bundle_with_sequences(
+        &format!(r#"{sequences}<sequence name="s{links}"><drop/></sequence>"#),
+        r#"<sequence key="s0"/>"#,
+    )
+}
+
+#[test]
+fn bundle_members_are_capped() {
+    let sequences: String = (0..1_001)
+        .map(|i| format!(r#"<sequence name="s{i}"><drop/></sequence>"#))
+        .collect();
+    assert_over_cap(
+        parse(&bundle_with_sequences(&sequences, "<drop/>")),
+        "max_sequences",
+    );
+    let endpoints: String = (0..1_001)
+        .map(|i| format!(r#"<endpoint name="e{i}"><address uri="http://h/{i}"/></endpoint>"#))
+        .collect();
+    assert_over_cap(
+        parse(&bundle_with_sequences(&endpoints, "<drop/>")),
+        "max_endpoints",
+    );
+    let entries: String = (0..1_001)
+        .map(|i| format!(r#"<localEntry key="l{i}">x</localEntry>"#))
+        .collect();
+    assert_over_cap(
+        parse(&bundle_with_sequences(&entries, "<drop/>")),
+        "max_local_entries",
+    );
+    let sequences: String = (0..1_000)
+        .map(|i| format!(r#"<sequence name="s{i}"><drop/></sequence>"#))
+        .collect();
+    parse(&bundle_with_sequences(&sequences, "<drop/>")).expect("within the caps");
+}
+
+#[test]
+fn a_chain_of_200000_sequences_is_refused_by_a_cap() {
+    assert_over_cap(parse(&chain_of_sequences(200_000)), "max_elements");
+}
+
+fn nested_filters(levels: usize) -> String {
+    let open = r#"<filter source="$ctx:x" regex="y"><then>"#.repeat(levels);
+    let close = "</then></filter>".repeat(levels);
+    format!("{open}<drop/>{close}")
+}
+
+#[test]
+fn mediation_deeper_than_the_gateway_runs_is_refused() {
+    // The inSequence is level 1; 15 filters reach level 16, the gateway's limit.
+    parse(&with_in_sequence(&nested_filters(15))).expect("16 levels run");
+    assert_over_cap(
+        parse(&with_in_sequence(&nested_filters(16))),
+        "max_mediation_depth",
+    );
+    // Sequence references count as filters do: inSequence -> s0 -> .. -> s15.
+    parse(&chain_of_sequences(14)).expect("16 levels run");
+    assert_over_cap(parse(&chain_of_sequences(15)), "max_mediation_depth");
+    // A named sequence is checked on its own too (it may be a fault sequence).
+    let unused = bundle_with_sequences(
+        &format!(r#"<sequence name="deep">{}</sequence>"#, nested_filters(16)),
+        "<drop/>",
+    );
+    assert_over_cap(parse(&unused), "max_mediation_depth");
+    let fault = format!(
+        r#"<api name="A" context="/a"><resource><inSequence><drop/></inSequence><faultSequence>{}</faultSequence></resource></api>"#,
+        nested_filters(16)
+    );
+    assert_over_cap(parse(&fault), "max_mediation_depth");
+}
+
+#[test]
+fn wide_sequence_graphs_are_walked_once_per_sequence() {
+    // 14 levels of 30 sequences, each referring to all 30 of the next
+    // level: 30^14 paths, 12,000 references. Each sequence is walked once.
+    let width = 30;
+    let mut sequences = String::new();
+    for level in 0..14 {
+        for i in 0..width {
+            let refs: String = if level == 13 {
+                "<drop/>".to_string()
+            } else {
+                (0..width)
+                    .map(|j| format!(r#"<sequence key="l{}_{j}"/>"#, level + 1))
+                    .collect()
+            };
+            sequences.push_str(&format!(
+                r#"<sequence name="l{level}_{i}">{refs}</sequence>"#
+            ));
+        }
+    }
+    let artifact = parse(&bundle_with_sequences(
+        &sequences,
+        r#"<sequence key="l0_0"/>"#,
+    ))
+    .expect("15 levels");
+    assert_eq!(artifact.sequences.len(), 14 * width);
+}
+
+#[test]
+fn endpoint_host_and_port_must_be_literal() {
+    let endpoint = |uri: &str| {
+        with_in_sequence(&format!(
+            r#"<send><endpoint><http uri-template="{uri}"/></endpoint></send>"#
+        ))
+    };
+    for uri in [
+        "http://{uri.var.host}/items",
+        "https://{uri.var.host}",
+        "http://backend:{uri.var.port}/items",
+        "http://{uri.var.user}@backend/items",
+        "http://backend.{uri.var.zone}.example/items",
+    ] {
+        assert_invalid(parse(&endpoint(uri)), "http", "host or port");
+    }
+    let address = with_in_sequence(
+        r#"<send><endpoint><address uri="http://{uri.var.host}/x"/></endpoint></send>"#,
+    );
+    assert_invalid(parse(&address), "address", "host or port");
+    parse(&endpoint(
+        "http://backend:8080/items/{uri.var.id}?q={uri.var.q}#{uri.var.f}",
+    ))
+    .expect("placeholders in path and query");
 }

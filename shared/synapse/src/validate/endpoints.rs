@@ -81,13 +81,30 @@ pub(super) fn check_http_uri(element: &Element, uri: &str) -> Result<(), Artifac
     let rest = lower
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() => Ok(()),
-        _ => Err(invalid(
+    let rest = match rest {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => {
+            return Err(invalid(
+                element,
+                format!("URI \"{uri}\" must start with http:// or https://"),
+            ));
+        }
+    };
+    // The authority (user info, host and port) is fixed at publish time:
+    // filled from the request, it would let a caller choose where the
+    // gateway sends requests. Placeholders stay allowed in path and query.
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    if authority.contains(['{', '}']) {
+        return Err(invalid(
             element,
-            format!("URI \"{uri}\" must start with http:// or https://"),
-        )),
+            format!(
+                "URI \"{uri}\" has a placeholder in its host or port; the host and port \
+                 must be literal (placeholders such as {{uri.var.name}} are allowed in the \
+                 path and query only)"
+            ),
+        ));
     }
+    Ok(())
 }
 
 /// The gateway fills `{uri.var.x}` from the resource template; other

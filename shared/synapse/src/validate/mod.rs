@@ -15,13 +15,13 @@ mod elements;
 mod endpoints;
 mod mediators;
 
-use crate::ArtifactError;
 use crate::expression::{
     SUPPORTED_CONDITIONS, SUPPORTED_EXPRESSIONS, parse_condition, parse_expression,
 };
 use crate::model::*;
 use crate::parse::{Document, Element, Namespace, SYNAPSE_NS};
 use crate::template::{parse_uri_template, parse_url_mapping};
+use crate::{ArtifactError, LIMITS};
 
 use cycles::*;
 use elements::*;
@@ -80,9 +80,24 @@ fn split_definitions(definitions: &Element) -> Result<(&Element, Bundle<'_>), Ar
         expect_synapse(child, DEFINITIONS_CHILDREN)?;
         match child.name.as_str() {
             "api" => apis.push(child),
-            "endpoint" => register(&mut bundle.endpoints, child, "name")?,
-            "sequence" => register(&mut bundle.sequences, child, "name")?,
-            "localEntry" => register(&mut bundle.local_entries, child, "key")?,
+            "endpoint" => register(
+                &mut bundle.endpoints,
+                child,
+                "name",
+                ("max_endpoints", LIMITS.max_endpoints),
+            )?,
+            "sequence" => register(
+                &mut bundle.sequences,
+                child,
+                "name",
+                ("max_sequences", LIMITS.max_sequences),
+            )?,
+            "localEntry" => register(
+                &mut bundle.local_entries,
+                child,
+                "key",
+                ("max_local_entries", LIMITS.max_local_entries),
+            )?,
             _ => {
                 return Err(unknown(
                     child,
@@ -108,11 +123,24 @@ fn split_definitions(definitions: &Element) -> Result<(&Element, Bundle<'_>), Ar
     }
 }
 
+/// Adds a named element to the bundle, refusing a repeated name and more
+/// such elements than `cap` (its name in [`crate::Limits`] and its value).
 fn register<'d>(
     map: &mut BTreeMap<String, &'d Element>,
     element: &'d Element,
     key_attribute: &str,
+    (cap, max): (&'static str, usize),
 ) -> Result<(), ArtifactError> {
+    if map.len() >= max {
+        return Err(ArtifactError::OverLimit {
+            element: element.name.clone(),
+            line: element.line,
+            column: element.column,
+            cap,
+            max,
+            what: format!("the number of <{}> elements in a bundle", element.name),
+        });
+    }
     let key = required(element, key_attribute)?;
     if map.insert(key.to_string(), element).is_some() {
         return Err(invalid(
@@ -158,6 +186,7 @@ impl<'d> Validator<'d> {
         let api = self.api(api_element)?;
         self.report_missing()?;
         check_sequence_cycles(&sequences, &self.bundle.sequences)?;
+        check_mediation_depth(api_element, &api, &sequences, &self.bundle.sequences)?;
         let warnings = self.warnings(&api);
         Ok(Artifact {
             api,
