@@ -19,6 +19,8 @@ use crate::relay::OutboxRelay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("publisher.tls_cert_file: {0}")]
+    Tls(#[from] artisync_http::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -41,6 +43,7 @@ pub async fn start(
     backends: PublisherBackends,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
+    let tls = settings.tls.as_ref().map(|f| f.acceptor()).transpose()?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -102,7 +105,10 @@ pub async fn start(
     let router = api::router(state);
     let server_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = artisync_http::serve(listener, router, server_shutdown).await {
+        let limits = artisync_http::ServeLimits::default();
+        if let Err(e) =
+            artisync_http::serve_on(listener, router, server_shutdown, limits, tls).await
+        {
             tracing::error!(error = %e, "publisher server failed");
         }
         // In-flight requests have finished; let the relay publish what they

@@ -11,6 +11,7 @@ use artisync_config::{self as config, ConfigError};
 use artisync_domain::GatewayLabel;
 use artisync_domain::signature::EventSigningKey;
 use artisync_domain::topology::Topology;
+use artisync_http::tls::{ServerTlsFiles, server_tls_files};
 use serde::Deserialize;
 
 use crate::environments::push_gateways;
@@ -71,6 +72,11 @@ pub struct RawPublisher {
     /// ed25519`): every published event is signed with it, and gateways
     /// with the matching `publisher_public_key` refuse unsigned events.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// With `tls_key_file`: serve HTTPS with this certificate chain (PEM,
+    /// leaf first). Unset: plain HTTP.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawPublisher {
@@ -88,6 +94,8 @@ impl Default for RawPublisher {
             push_resync_interval_ms: 30_000,
             push_timeout_ms: 10_000,
             signing_key_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -170,6 +178,8 @@ pub struct Settings {
     pub direct_push: Option<DirectPush>,
     /// Signs every published event (`signing_key_file`).
     pub signing_key: Option<Arc<EventSigningKey>>,
+    /// HTTPS of the REST API.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 impl Settings {
@@ -287,6 +297,18 @@ impl RawConfig {
             None => None,
             Some(path) => Some(Arc::new(signing_key(path)?)),
         };
+        let tls = server_tls_files(
+            "publisher.",
+            p.tls_cert_file.as_deref(),
+            p.tls_key_file.as_deref(),
+            None,
+        )
+        .map_err(|(key, message)| ConfigError::invalid(key, message))?;
+        if let Some(files) = &tls {
+            files
+                .acceptor()
+                .map_err(|e| ConfigError::invalid("publisher.tls_cert_file", e.to_string()))?;
+        }
         let database = database_url(&self.database)?;
         let max_connections = self.database.max_connections.unwrap_or(10);
         if max_connections == 0 {
@@ -317,6 +339,7 @@ impl RawConfig {
             inline_artifact_max_bytes: p.inline_artifact_max_bytes,
             direct_push,
             signing_key,
+            tls,
         })
     }
 }

@@ -109,6 +109,14 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let object_store = ObjectStoreState::new(backends.object_store, settings.object_store.clone())
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            files
+                .acceptor()
+                .map_err(|e| StartError::Config(format!("traffic_manager.tls_cert_file: {e}")))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -139,7 +147,8 @@ pub async fn start(
     );
     let server_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = artisync_http::serve(listener, app, server_shutdown).await {
+        let limits = artisync_http::ServeLimits::default();
+        if let Err(e) = artisync_http::serve_on(listener, app, server_shutdown, limits, tls).await {
             tracing::error!(error = %e, "traffic manager server failed");
         }
         let _ = purge.await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use artisync_config::{self as config, ConfigError};
 use artisync_domain::{GatewayLabel, NodeId};
+use artisync_http::tls::{ServerTlsFiles, server_tls_files};
 use serde::Deserialize;
 
 use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
@@ -43,6 +44,14 @@ pub struct RawTrafficManager {
     /// an error and its database connection is released (a client that
     /// stops reading cannot hold one).
     pub bulk_send_timeout_ms: u64,
+    /// With `tls_key_file`: serve HTTPS with this certificate chain (PEM,
+    /// leaf first). Unset: plain HTTP.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// With TLS: clients must present a certificate signed by one of these
+    /// CAs (PEM), besides their bearer token (mutual TLS).
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawTrafficManager {
@@ -52,6 +61,9 @@ impl Default for RawTrafficManager {
             tokens: Vec::new(),
             max_status_body_bytes: 16 * 1024 * 1024,
             bulk_send_timeout_ms: 30_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -86,6 +98,8 @@ pub struct Settings {
     pub object_store: ObjectStoreConfig,
     /// Where the persistence store is, when not in `database_source`.
     pub object_store_url: Option<StorageUrl>,
+    /// HTTPS (and mutual TLS) of the listener.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 /// The persistence store's database when `[database]` is MySQL and
@@ -211,6 +225,18 @@ impl RawConfig {
             ),
             None => None,
         };
+        let tls = server_tls_files(
+            "traffic_manager.",
+            tm.tls_cert_file.as_deref(),
+            tm.tls_key_file.as_deref(),
+            tm.tls_client_ca_file.as_deref(),
+        )
+        .map_err(|(key, message)| ConfigError::invalid(key, message))?;
+        if let Some(files) = &tls {
+            files.acceptor().map_err(|e| {
+                ConfigError::invalid("traffic_manager.tls_cert_file", e.to_string())
+            })?;
+        }
         Ok(Settings {
             listen,
             tokens: Arc::new(TokenRegistry::new(scopes)),
@@ -220,6 +246,7 @@ impl RawConfig {
             database: self.database,
             object_store: self.object_store,
             object_store_url,
+            tls,
         })
     }
 }

@@ -16,7 +16,7 @@ pub use observe::{HttpMetrics, RequestObserver, observe_requests};
 pub use openapi::BearerAuth;
 pub use pool::{ParsePool, PoolError};
 pub use serve::{
-    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE, ServeLimits, serve, serve_with,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE, ServeLimits, serve, serve_on, serve_with,
     serve_with_grace,
 };
 
