@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::object_store::ClientIdentity;
+use crate::object_store::{ClientIdentity, StoreScope};
 use artisync_http::ApiError;
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct TokenScope {
     pub labels: LabelScope,
     /// The node this token may report status for; `None`: any node.
     pub node: Option<NodeId>,
+    /// Where in the persistence store it may read and write.
+    pub stores: StoreScope,
 }
 
 impl TokenScope {
@@ -101,9 +103,10 @@ pub async fn authenticate(
     let Some(scope) = tokens.find(presented) else {
         return ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response();
     };
-    request
-        .extensions_mut()
-        .insert(ClientIdentity(scope.name.clone()));
+    request.extensions_mut().insert(ClientIdentity {
+        name: scope.name.clone(),
+        stores: scope.stores.clone(),
+    });
     request.extensions_mut().insert(scope);
     next.run(request).await
 }

@@ -16,6 +16,7 @@ use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
 use crate::auth::{LabelScope, TokenRegistry, TokenScope};
 use crate::db::DatabaseConfig;
 use crate::object_store::ObjectStoreConfig;
+use crate::object_store::{NameScope, StoreScope};
 
 /// The config file as written (`config/traffic-manager.toml`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +85,12 @@ pub struct RawToken {
     /// give every gateway its own token with `node` set.
     #[serde(default)]
     pub node: Option<String>,
+    /// Organizations whose persistence stores this token may use (`["*"]`:
+    /// all). Unset: all for a token without `node`, none for a gateway's.
+    pub organizations: Option<Vec<String>>,
+    /// Environments whose persistence stores this token may use (`["*"]`:
+    /// all, the default).
+    pub environments: Option<Vec<String>>,
 }
 
 /// Validated settings.
@@ -179,11 +186,24 @@ impl RawConfig {
                 .map(NodeId::parse)
                 .transpose()
                 .map_err(|e| ConfigError::invalid(format!("{key}.node"), e.to_string()))?;
+            let stores = match (&t.organizations, &node) {
+                (None, Some(_)) => StoreScope::Denied,
+                (organizations, _) => StoreScope::Within {
+                    organizations: organizations
+                        .as_deref()
+                        .map_or(NameScope::All, NameScope::of),
+                    environments: t
+                        .environments
+                        .as_deref()
+                        .map_or(NameScope::All, NameScope::of),
+                },
+            };
             scopes.push(TokenScope {
                 name: t.name.unwrap_or_else(|| format!("token-{}", i + 1)),
                 secret: t.token,
                 labels,
                 node,
+                stores,
             });
         }
         self.database
@@ -263,6 +283,8 @@ mod tests {
                     token: "gateway-secret-0123456".into(),
                     labels: vec!["Label1".into()],
                     node: None,
+                    organizations: None,
+                    environments: None,
                 }],
                 ..Default::default()
             },

@@ -56,18 +56,24 @@ impl Harness {
                 token: ALL_TOKEN.into(),
                 labels: vec!["*".into()],
                 node: None,
+                organizations: None,
+                environments: None,
             },
             RawToken {
                 name: Some("gw-label1".into()),
                 token: LABEL1_TOKEN.into(),
                 labels: vec![LABEL1.into()],
                 node: Some("gw-3".into()),
+                organizations: None,
+                environments: None,
             },
             RawToken {
                 name: Some("gw-prod".into()),
                 token: PROD_TOKEN.into(),
                 labels: vec![PROD.into()],
                 node: None,
+                organizations: None,
+                environments: None,
             },
         ];
         raw.database.url = Some(db.url.clone());
@@ -1018,5 +1024,78 @@ async fn probes_need_no_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn persistence_store_tokens_reach_only_their_organizations_and_environments() {
+    const ACME_PROD: &str = "acme-prod-only-token";
+    let h = Harness::start_with(|raw| {
+        raw.traffic_manager.tokens.push(RawToken {
+            name: Some("acme-prod".into()),
+            token: ACME_PROD.into(),
+            labels: vec![LABEL1.into()],
+            node: None,
+            organizations: Some(vec!["acme".into()]),
+            environments: Some(vec!["prod".into()]),
+        });
+    })
+    .await;
+    let store = |org: &str, env: &str| {
+        format!("/api/v1/organizations/{org}/environments/{env}/stores/sessions")
+    };
+    let put = |path: String, token: &str| {
+        h.http
+            .put(format!("{}{path}", h.base))
+            .bearer_auth(token)
+            .json(&json!({}))
+    };
+    // Inside its scope: served.
+    let r = put(store("acme", "prod"), ACME_PROD).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = h
+        .get(&store("acme", "prod"), Some(ACME_PROD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Another environment or organization: 403, and nothing is written.
+    for (org, env) in [("acme", "dev"), ("other", "prod")] {
+        let r = put(store(org, env), ACME_PROD).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{org}/{env}");
+        let r = h
+            .get(
+                &format!("/api/v1/organizations/{org}/environments/{env}/stores"),
+                Some(ACME_PROD),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{org}/{env}");
+        let listed = h
+            .get(
+                &format!("/api/v1/organizations/{org}/environments/{env}/stores"),
+                Some(ALL_TOKEN),
+            )
+            .send()
+            .await
+            .unwrap();
+        let body: Value = listed.json().await.unwrap();
+        assert!(body.to_string().find("sessions").is_none(), "{body}");
+    }
+    // A gateway's token (bound to a node) reaches no store by default.
+    let r = h
+        .get(&store("acme", "prod"), Some(LABEL1_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // An operator's token without a scope reaches every store.
+    let r = h
+        .get(&store("acme", "prod"), Some(ALL_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     h.finish().await;
 }

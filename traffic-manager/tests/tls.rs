@@ -109,6 +109,8 @@ async fn mutual_tls_serves_clients_with_a_certificate_and_no_one_else() {
         token: TOKEN.into(),
         labels: vec!["Label1".into()],
         node: Some("gw-1".into()),
+        organizations: None,
+        environments: None,
     }];
     raw.traffic_manager.tls_cert_file = Some(pki.dir.join("server.pem"));
     raw.traffic_manager.tls_key_file = Some(pki.dir.join("server.key"));
@@ -158,6 +160,8 @@ fn a_client_ca_without_a_certificate_is_a_config_error() {
         token: TOKEN.into(),
         labels: vec!["*".into()],
         node: None,
+        organizations: None,
+        environments: None,
     }];
     raw.database.url = Some("postgres://postgres@127.0.0.1/x".into());
     raw.traffic_manager.tls_client_ca_file = Some("/etc/artisync/ca.pem".into());

@@ -186,9 +186,20 @@ pub(super) async fn identify_and_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(ClientIdentity(client)) = request.extensions().get::<ClientIdentity>() else {
+    let Some(ClientIdentity {
+        name: client,
+        stores,
+    }) = request.extensions().get::<ClientIdentity>()
+    else {
         return ApiError::Unauthorized("authentication required".to_owned()).into_response();
     };
+    // A path without its organization and environment matches no route:
+    // the router answers it.
+    if let Some((org, env)) = super::tenancy::org_and_env(request.uri().path())
+        && let Err(e) = stores.check(client, org, env)
+    {
+        return e.into_response();
+    }
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(client)
     {

@@ -33,6 +33,9 @@ mod error;
 mod handlers;
 mod model;
 mod rate_limit;
+mod tenancy;
+
+pub use tenancy::{NameScope, StoreScope};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +56,13 @@ pub use rate_limit::RateLimiter;
 /// The authenticated client of a request, inserted as a request extension
 /// by the authentication middleware in front of [`router`]. Requests to the
 /// API routes without it are answered 401.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientIdentity(pub String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The token's name: the rate limiter's key.
+    pub name: String,
+    /// The stores it may use.
+    pub stores: StoreScope,
+}
 
 /// `[object_store]`: the persistence store's behaviour.
 #[derive(Debug, Clone, Deserialize)]
