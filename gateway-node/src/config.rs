@@ -10,6 +10,7 @@ use artisync_config::{self as config, ConfigError};
 use artisync_domain::signature::PublisherPublicKey;
 use artisync_domain::topology::Topology;
 use artisync_domain::{GatewayLabel, NodeId};
+use artisync_http::tls::{ServerTlsFiles, server_tls_files};
 use serde::Deserialize;
 
 use crate::dataplane::DataPlaneConfig;
@@ -37,6 +38,11 @@ pub struct RawGateway {
     pub admin_listen: String,
     /// Bearer token of the admin API (at least 16 bytes, not a placeholder).
     pub admin_token: Option<String>,
+    /// With `admin_tls_key_file`: the admin API serves HTTPS with this
+    /// certificate chain (PEM, leaf first). Unset: plain HTTP.
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// The private key of `admin_tls_cert_file` (PEM).
+    pub admin_tls_key_file: Option<PathBuf>,
     /// Base URL of the traffic manager's internal data API.
     pub traffic_manager_url: String,
     /// Bearer token for the traffic manager, scoped to this node's labels.
@@ -93,6 +99,8 @@ impl Default for RawGateway {
             id: None,
             listen: "0.0.0.0:8280".into(),
             admin_listen: "127.0.0.1:9600".into(),
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
             admin_token: None,
             traffic_manager_url: "http://127.0.0.1:9500".into(),
             traffic_manager_token: None,
@@ -185,6 +193,8 @@ pub struct Settings {
     pub labels: Vec<GatewayLabel>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// HTTPS of the admin API.
+    pub admin_tls: Option<ServerTlsFiles>,
     pub admin_token: String,
     pub traffic_manager_url: String,
     pub traffic_manager_token: String,
@@ -376,6 +386,18 @@ impl RawConfig {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
             }
         }
+        let admin_tls = server_tls_files(
+            "gateway.admin_",
+            g.admin_tls_cert_file.as_deref(),
+            g.admin_tls_key_file.as_deref(),
+            None,
+        )
+        .map_err(|(key, message)| ConfigError::invalid(key, message))?;
+        if let Some(files) = &admin_tls {
+            files
+                .acceptor()
+                .map_err(|e| ConfigError::invalid("gateway.admin_tls_cert_file", e.to_string()))?;
+        }
         match g.data_plane.tls_files() {
             Err((key, message)) => return Err(ConfigError::invalid(key, message)),
             Ok(Some(files)) => {
@@ -441,6 +463,7 @@ impl RawConfig {
             labels,
             listen: config::socket_addr("gateway.listen", &g.listen)?,
             admin_listen: config::socket_addr("gateway.admin_listen", &g.admin_listen)?,
+            admin_tls,
             admin_token: secret("gateway.admin_token", g.admin_token)?,
             traffic_manager_url,
             traffic_manager_token,
@@ -647,6 +670,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gateway.max_pushed_artifact_bytes"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_must_load() {
+        let err = parse(&GOOD.replace(
+            "[gateway]",
+            "[gateway]\nadmin_tls_cert_file = \"/etc/artisync/admin.pem\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gateway.admin_tls_key_file"), "{err}");
+        let err = parse(&GOOD.replace(
+            "[gateway]",
+            "[gateway]\nadmin_tls_cert_file = \"/nonexistent/a.pem\"\nadmin_tls_key_file = \"/nonexistent/a.key\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gateway.admin_tls_cert_file"), "{err}");
+        let err = parse(&format!(
+            "{GOOD}\n[gateway.data_plane]\ntls_key_file = \"/etc/artisync/data.key\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gateway.data_plane.tls_cert_file"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::sync::{SyncConfig, Synchronizer};
 pub enum StartError {
     #[error("cannot use the cache directory {dir}: {source}")]
     Cache { dir: String, source: std::io::Error },
+    #[error("{key}: {message}")]
+    Tls { key: &'static str, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -90,6 +92,13 @@ async fn start_with(
         dir: settings.cache_dir.display().to_string(),
         source,
     })?;
+    let admin_tls = match &settings.admin_tls {
+        Some(files) => Some(files.acceptor().map_err(|e| StartError::Tls {
+            key: "gateway.admin_tls_cert_file",
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
     let (data_listener, data_addr) = bind(settings.listen).await?;
     let (admin_listener, admin_addr) = bind(settings.admin_listen).await?;
 
@@ -150,10 +159,12 @@ async fn start_with(
     ));
     let admin_shutdown = shutdown.clone();
     let admin_app = crate::admin::router(node.clone());
-    let admin_task = tokio::spawn(artisync_http::serve(
+    let admin_task = tokio::spawn(artisync_http::serve_on(
         admin_listener,
         admin_app,
         admin_shutdown,
+        artisync_http::ServeLimits::default(),
+        admin_tls,
     ));
     tracing::info!(node_id = %settings.node_id, %data_addr, %admin_addr, labels = ?settings.labels, mode = ?settings.mode, "gateway node listening");
 
