@@ -108,7 +108,8 @@ pub fn push_gateways(environments: &[RawEnvironment]) -> Result<Vec<PushGateway>
         let service_url = config::url_with_scheme(
             &key("service_url"),
             raw_url.trim_end_matches('/'),
-            &["http", "https"],
+            // The push client speaks plain HTTP only (see the README).
+            &["http"],
         )?;
         let token = match env.token.as_deref() {
             Some(t) => {
@@ -212,6 +213,10 @@ mod tests {
             ),
             (
                 env("x", "ftp://gw:9600", "admin-secret-0123456"),
+                "[0].service_url",
+            ),
+            (
+                env("x", "https://gw:9600", "admin-secret-0123456"),
                 "[0].service_url",
             ),
             (
