@@ -1099,3 +1099,69 @@ async fn persistence_store_tokens_reach_only_their_organizations_and_environment
     assert_eq!(r.status(), StatusCode::OK);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_persistence_store_flood_cannot_take_the_data_apis_connections() {
+    let h = Harness::start_with(|raw| {
+        raw.object_store.max_concurrent_requests = 1;
+    })
+    .await;
+    let put = h
+        .http
+        .put(format!(
+            "{}/api/v1/organizations/acme/environments/prod/stores/s",
+            h.base
+        ))
+        .bearer_auth(ALL_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+
+    // One request holds the only slot: its body never finishes arriving.
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/organizations/acme/environments/prod/stores/s/partitions/p/keys/k HTTP/1.1\r\n\
+         Host: x\r\nAuthorization: Bearer {ALL_TOKEN}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"stringValue\": \""
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .unwrap();
+
+    // Others wait for it, then are told to come back ...
+    let busy = h
+        .get(
+            "/api/v1/organizations/acme/environments/prod/stores/s",
+            Some(ALL_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.headers().contains_key("retry-after"));
+    // ... while the gateways' data API keeps answering.
+    let (status, _) = h.metadata(&[PROD], ALL_TOKEN).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The slot is free again once the stalled client goes.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = h
+            .get(
+                "/api/v1/organizations/acme/environments/prod/stores/s",
+                Some(ALL_TOKEN),
+            )
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.status());
+    }
+    h.finish().await;
+}

@@ -29,6 +29,8 @@ pub enum ApiError {
     Rejected { status: StatusCode, message: String },
     #[error("rate limit exceeded: retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    #[error("the persistence store is busy: retry in {retry_after_seconds} s")]
+    Busy { retry_after_seconds: u64 },
     #[error("storage error: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected { status, .. } => *status,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => artisync_http::store_status(e),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +71,9 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             ApiError::RateLimited {
+                retry_after_seconds,
+            }
+            | ApiError::Busy {
                 retry_after_seconds,
             } => Some(*retry_after_seconds),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),

@@ -211,8 +211,22 @@ pub(super) async fn identify_and_limit(
         }
         .into_response();
     }
-    next.run(request).await
+    let slot = match tokio::time::timeout(SLOT_WAIT, state.slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return ApiError::Busy {
+                retry_after_seconds: 1,
+            }
+            .into_response();
+        }
+    };
+    let response = next.run(request).await;
+    drop(slot);
+    response
 }
+
+/// How long a request waits for one of `max_concurrent_requests`.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 // ---------------------------------------------------------------- stores
 

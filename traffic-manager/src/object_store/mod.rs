@@ -100,6 +100,17 @@ pub struct ObjectStoreConfig {
     /// up to twice this (plus 64 KiB) to leave room for JSON escaping.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
+    /// Requests served at once, across clients; one that finds them all
+    /// busy waits up to 2 s, then gets 503 with `Retry-After`. Keeps a
+    /// flood of persistence-store requests from taking every database
+    /// connection the gateways' data API needs: keep it below `[database]
+    /// max_backend_connection_pool`. Default 8.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    8
 }
 
 fn default_purge_interval_seconds() -> u64 {
@@ -123,6 +134,7 @@ impl Default for ObjectStoreConfig {
             rate_limit_per_second: None,
             rate_limit_burst: None,
             max_value_bytes: default_max_value_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
         }
     }
 }
@@ -162,6 +174,9 @@ impl ObjectStoreConfig {
         if self.max_value_bytes == 0 {
             return fail("max_value_bytes", "must be at least 1");
         }
+        if self.max_concurrent_requests == 0 {
+            return fail("max_concurrent_requests", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -179,6 +194,8 @@ pub struct ObjectStoreState {
     store: Arc<dyn ObjectStore>,
     config: Arc<ObjectStoreConfig>,
     limiter: Option<Arc<RateLimiter>>,
+    /// `max_concurrent_requests` slots.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ObjectStoreState {
@@ -195,6 +212,11 @@ impl ObjectStoreState {
         });
         Ok(ObjectStoreState {
             store,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .max_concurrent_requests
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config: Arc::new(config),
             limiter,
         })
