@@ -16,18 +16,16 @@ pub async fn publisher(config: Option<&Path>) -> ExitCode {
             let storage = Storage::open(&settings.database, &settings.storage_options()).await?;
             let mut backends = storage.for_publisher(&settings.amqp_url, &settings.topology);
             if let Some(push) = &settings.direct_push {
-                backends.push_targets = push
-                    .gateways
-                    .iter()
-                    .map(|g| {
-                        artisync_backends::push_target(
-                            &g.service_url,
-                            &g.token,
-                            g.labels.clone(),
-                            push.timeout,
+                backends.push_targets = artisync_backends::push_targets(
+                    push.gateways.iter().map(|g| {
+                        (
+                            g.service_url.as_str(),
+                            g.token.as_str(),
+                            g.labels.as_slice(),
                         )
-                    })
-                    .collect::<Result<_, _>>()?;
+                    }),
+                    push.timeout,
+                )?;
             }
             let running = app::start(settings, backends, shutdown).await?;
             anyhow::Ok(storage.close_after(running.task, None))

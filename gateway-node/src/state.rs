@@ -224,15 +224,28 @@ impl NodeState {
     /// records and the table always agree. The next reconcile tries again,
     /// and succeeds once the context is free.
     pub fn install(&self, id: ApiId, applied: AppliedRevision) -> bool {
+        self.swap_in(id, applied, false)
+    }
+
+    /// Serves `applied` for `id` whatever the node runs now, an older
+    /// revision included: for when the source says the running revision is
+    /// not the desired state (one the publisher never deployed). A context
+    /// clash refuses it as [`NodeState::install`] does.
+    pub fn replace(&self, id: ApiId, applied: AppliedRevision) -> bool {
+        self.swap_in(id, applied, true)
+    }
+
+    fn swap_in(&self, id: ApiId, applied: AppliedRevision, older_too: bool) -> bool {
         {
             // Every table write happens under the records lock, so the table
             // and the records never disagree.
             let mut records = self.records();
             let record = records.entry(id).or_default();
-            if record
-                .applied
-                .as_ref()
-                .is_some_and(|a| a.revision > applied.revision)
+            if !older_too
+                && record
+                    .applied
+                    .as_ref()
+                    .is_some_and(|a| a.revision > applied.revision)
             {
                 return false;
             }
@@ -261,22 +274,6 @@ impl NodeState {
         }
         self.changed([id], false);
         true
-    }
-
-    /// Serves `applied` for `id` whatever the node runs now, an older
-    /// revision included: for when the source says the running revision is
-    /// not the desired state (one the publisher never deployed).
-    pub fn replace(&self, id: ApiId, applied: AppliedRevision) {
-        {
-            let mut records = self.records();
-            let record = records.entry(id).or_default();
-            let api = applied.api.clone();
-            self.table.store(Arc::new(self.table.load().with_api(api)));
-            record.applied = Some(applied);
-            record.failure = None;
-            record.held_through = None;
-        }
-        self.changed([id], false);
     }
 
     /// Serves many revisions with a single table swap. An API that already

@@ -10,7 +10,7 @@ use artisync_http::bearer_token;
 use artisync_postgres::PgBackend;
 use artisync_test_support::postgres::TestDatabase;
 use artisync_traffic_manager::object_store::{
-    self, ClientIdentity, NameScope, ObjectStoreConfig, ObjectStoreState, StoreScope,
+    self, ClientIdentity, ObjectStoreConfig, ObjectStoreState,
 };
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -37,13 +37,9 @@ async fn identity_from_bearer(mut request: Request, next: Next) -> Response {
         .and_then(bearer_token)
         .map(str::to_owned);
     if let Some(token) = token {
-        request.extensions_mut().insert(ClientIdentity {
-            name: token,
-            stores: StoreScope::Within {
-                organizations: NameScope::All,
-                environments: NameScope::All,
-            },
-        });
+        request
+            .extensions_mut()
+            .insert(ClientIdentity::unrestricted(token));
     }
     next.run(request).await
 }

@@ -326,20 +326,24 @@ pub fn gateway(
     })
 }
 
-/// A gateway the publisher pushes to (`publish_directly_to_gateway`): its
-/// admin API at `service_url`, with its admin token, serving `labels`.
-pub fn push_target(
-    service_url: &str,
-    token: &str,
-    labels: Vec<GatewayLabel>,
+/// The gateways the publisher pushes to (`publish_directly_to_gateway`):
+/// each one's admin API at its service URL, with its admin token, serving
+/// its labels.
+pub fn push_targets<'a>(
+    gateways: impl IntoIterator<Item = (&'a str, &'a str, &'a [GatewayLabel])>,
     timeout: Duration,
-) -> Result<PushTarget, OpenError> {
-    Ok(PushTarget {
-        labels,
-        gateway: Arc::new(artisync_http_source::GatewayAdminClient::new(
-            service_url,
-            token,
-            timeout,
-        )?),
-    })
+) -> Result<Vec<PushTarget>, OpenError> {
+    gateways
+        .into_iter()
+        .map(|(service_url, token, labels)| {
+            Ok(PushTarget {
+                labels: labels.to_vec(),
+                gateway: Arc::new(artisync_http_source::GatewayAdminClient::new(
+                    service_url,
+                    token,
+                    timeout,
+                )?),
+            })
+        })
+        .collect()
 }

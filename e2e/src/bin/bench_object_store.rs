@@ -82,7 +82,9 @@ async fn identity_from_bearer(mut request: Request, next: Next) -> Response {
         .and_then(bearer_token)
         .map(str::to_owned);
     if let Some(token) = token {
-        request.extensions_mut().insert(ClientIdentity(token));
+        request
+            .extensions_mut()
+            .insert(ClientIdentity::unrestricted(token));
     }
     next.run(request).await
 }

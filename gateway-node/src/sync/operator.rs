@@ -73,7 +73,10 @@ impl Synchronizer {
             .verify_and_compile_pooled(id, fetched.revision, fetched.sha256, fetched.xml)
             .await?;
         let cached = super::applied_in_cache(id, &replacement);
-        self.state.replace(id, replacement);
+        if !self.state.replace(id, replacement) {
+            // Another API serves its context; the record says so.
+            return Ok(Outcome::UpToDate);
+        }
         self.cache.send(cached);
         match applied {
             Some(a) if a.revision > revision => tracing::warn!(

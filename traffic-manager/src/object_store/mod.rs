@@ -64,6 +64,19 @@ pub struct ClientIdentity {
     pub stores: StoreScope,
 }
 
+impl ClientIdentity {
+    /// A client that may use every store (an operator's token).
+    pub fn unrestricted(name: impl Into<String>) -> Self {
+        ClientIdentity {
+            name: name.into(),
+            stores: StoreScope::Within {
+                organizations: NameScope::All,
+                environments: NameScope::All,
+            },
+        }
+    }
+}
+
 /// `[object_store]`: the persistence store's behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
