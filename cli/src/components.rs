@@ -63,10 +63,14 @@ pub async fn gateway(config: Option<&Path>) -> ExitCode {
             if let config::DeploySource::Publisher { .. } = settings.deploy_source {
                 return anyhow::Ok(start::start_pushed(settings, shutdown).await?.task);
             }
-            let backends = artisync_backends::gateway(
+            let backends = artisync_backends::gateway_with_tls(
                 &settings.traffic_manager_url,
                 &settings.traffic_manager_token,
                 settings.traffic_manager_timeout,
+                &artisync_backends::ClientTls {
+                    ca_file: settings.traffic_manager_tls.ca_file.clone(),
+                    identity: settings.traffic_manager_tls.client_identity.clone(),
+                },
                 &settings.amqp_url,
                 &settings.topology,
             )?;

@@ -73,7 +73,7 @@ fn mode(args: &UpArgs) -> anyhow::Result<Mode> {
         .amqp_url
         .clone()
         .unwrap_or_else(|| LOCAL_AMQP_URL.to_owned());
-    artisync_config::url_with_scheme("--amqp-url", &amqp, &["amqp", "amqps"])?;
+    artisync_config::url_with_scheme("--amqp-url", &amqp, &["amqp"])?;
     Ok(Mode::External { database, amqp })
 }
 

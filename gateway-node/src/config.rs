@@ -47,6 +47,15 @@ pub struct RawGateway {
     pub traffic_manager_url: String,
     /// Bearer token for the traffic manager, scoped to this node's labels.
     pub traffic_manager_token: Option<String>,
+    /// With an `https://` traffic manager: trust only the CAs of this PEM
+    /// file (default: the system's roots).
+    pub traffic_manager_ca_file: Option<PathBuf>,
+    /// With `traffic_manager_client_key_file`: the certificate chain (PEM)
+    /// this node presents to a traffic manager that requires one (mutual
+    /// TLS).
+    pub traffic_manager_client_cert_file: Option<PathBuf>,
+    /// The private key of `traffic_manager_client_cert_file` (PEM).
+    pub traffic_manager_client_key_file: Option<PathBuf>,
     /// Broker URL; `AMQP_URL` overrides it.
     pub amqp_url: String,
     /// Exchange the publisher sends deployment events to.
@@ -104,6 +113,9 @@ impl Default for RawGateway {
             admin_token: None,
             traffic_manager_url: "http://127.0.0.1:9500".into(),
             traffic_manager_token: None,
+            traffic_manager_ca_file: None,
+            traffic_manager_client_cert_file: None,
+            traffic_manager_client_key_file: None,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             exchange: topology.exchange,
             queue_prefix: topology.queue_prefix,
@@ -171,6 +183,14 @@ impl Default for RawSync {
     }
 }
 
+/// TLS towards the traffic manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficManagerTls {
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key files.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// Where a node's deploys come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploySource {
@@ -199,6 +219,8 @@ pub struct Settings {
     pub traffic_manager_url: String,
     pub traffic_manager_token: String,
     pub traffic_manager_timeout: Duration,
+    /// How the node trusts the traffic manager, and what it presents.
+    pub traffic_manager_tls: TrafficManagerTls,
     pub amqp_url: String,
     pub topology: Topology,
     pub cache_dir: PathBuf,
@@ -453,6 +475,52 @@ impl RawConfig {
             (DeploySource::Publisher { .. }, None) => String::new(),
             (_, token) => secret("gateway.traffic_manager_token", token)?,
         };
+        let client_identity = match (
+            g.traffic_manager_client_cert_file,
+            g.traffic_manager_client_key_file,
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "gateway.traffic_manager_client_key_file",
+                    "is required with traffic_manager_client_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "gateway.traffic_manager_client_cert_file",
+                    "is required with traffic_manager_client_key_file",
+                ));
+            }
+        };
+        for (key, path) in [
+            (
+                "gateway.traffic_manager_ca_file",
+                g.traffic_manager_ca_file.as_ref(),
+            ),
+            (
+                "gateway.traffic_manager_client_cert_file",
+                client_identity.as_ref().map(|(c, _)| c),
+            ),
+            (
+                "gateway.traffic_manager_client_key_file",
+                client_identity.as_ref().map(|(_, k)| k),
+            ),
+        ] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        }
+        let traffic_manager_tls = TrafficManagerTls {
+            ca_file: g.traffic_manager_ca_file,
+            client_identity,
+        };
         let traffic_manager_url = config::url_with_scheme(
             "gateway.traffic_manager_url",
             g.traffic_manager_url.trim_end_matches('/'),
@@ -467,11 +535,13 @@ impl RawConfig {
             admin_token: secret("gateway.admin_token", g.admin_token)?,
             traffic_manager_url,
             traffic_manager_token,
+            traffic_manager_tls,
             traffic_manager_timeout: positive(
                 "gateway.traffic_manager_timeout",
                 g.traffic_manager_timeout,
             )?,
-            amqp_url: config::url_with_scheme("gateway.amqp_url", &g.amqp_url, &["amqp", "amqps"])?,
+            amqp_url: // The broker client has no TLS: amqps:// is refused here, not at connect.
+            config::url_with_scheme("gateway.amqp_url", &g.amqp_url, &["amqp"])?,
             topology,
             cache_dir: g.cache_dir,
             reconcile_interval: positive("gateway.reconcile_interval", g.reconcile_interval)?,

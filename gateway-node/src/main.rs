@@ -25,10 +25,14 @@ async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<
     if let DeploySource::Publisher { .. } = settings.deploy_source {
         return Ok(start::start_pushed(settings, shutdown).await?.task);
     }
-    let backends = artisync_backends::gateway(
+    let backends = artisync_backends::gateway_with_tls(
         &settings.traffic_manager_url,
         &settings.traffic_manager_token,
         settings.traffic_manager_timeout,
+        &artisync_backends::ClientTls {
+            ca_file: settings.traffic_manager_tls.ca_file.clone(),
+            identity: settings.traffic_manager_tls.client_identity.clone(),
+        },
         &settings.amqp_url,
         &settings.topology,
     )?;

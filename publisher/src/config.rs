@@ -317,7 +317,7 @@ impl RawConfig {
                 "must be greater than 0",
             ));
         }
-        let amqp_url = config::url_with_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        let amqp_url = config::url_with_scheme("amqp.url", &self.amqp.url, &["amqp"])?;
         let topology = Topology {
             exchange: self.amqp.exchange,
             ..Topology::default()

@@ -98,9 +98,8 @@ async fn get(
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-#[tokio::test]
-async fn mutual_tls_serves_clients_with_a_certificate_and_no_one_else() {
-    let pki = pki();
+/// A traffic manager on its own database, HTTPS with mutual TLS.
+async fn start_mutual_tls(pki: &Pki) -> (TestDatabase, components::Started) {
     let db = TestDatabase::create().await.expect("test database");
     let mut raw = RawConfig::default();
     raw.traffic_manager.listen = "127.0.0.1:0".into();
@@ -120,6 +119,13 @@ async fn mutual_tls_serves_clients_with_a_certificate_and_no_one_else() {
     let running = components::traffic_manager(settings)
         .await
         .expect("traffic manager starts");
+    (db, running)
+}
+
+#[tokio::test]
+async fn mutual_tls_serves_clients_with_a_certificate_and_no_one_else() {
+    let pki = pki();
+    let (_db, running) = start_mutual_tls(&pki).await;
     let addr = running.addr;
     let name = ServerName::try_from("localhost").unwrap();
 
@@ -167,4 +173,53 @@ fn a_client_ca_without_a_certificate_is_a_config_error() {
     raw.traffic_manager.tls_client_ca_file = Some("/etc/artisync/ca.pem".into());
     let err = raw.validate().unwrap_err().to_string();
     assert!(err.contains("traffic_manager.tls_client_ca_file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_gateway_fetches_over_mutual_tls_with_its_certificate_and_the_ca_file() {
+    use artisync_backends::ClientTls;
+    use artisync_domain::GatewayLabel;
+    use artisync_domain::topology::Topology;
+    use artisync_ports::source::MetadataAnswer;
+
+    let pki = pki();
+    std::fs::write(pki.dir.join("client.pem"), &pki.client_cert_pem).unwrap();
+    std::fs::write(pki.dir.join("client.key"), &pki.client_key_pem).unwrap();
+    let (_db, running) = start_mutual_tls(&pki).await;
+    let url = format!("https://localhost:{}", running.addr.port());
+    let labels = [GatewayLabel::parse("Label1").unwrap()];
+    let source = |tls: ClientTls| {
+        artisync_backends::gateway_with_tls(
+            &url,
+            TOKEN,
+            std::time::Duration::from_secs(5),
+            &tls,
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            &Topology::default(),
+        )
+        .expect("gateway backends")
+        .source
+    };
+    let both = ClientTls {
+        ca_file: Some(pki.dir.join("ca.pem")),
+        identity: Some((pki.dir.join("client.pem"), pki.dir.join("client.key"))),
+    };
+    let answer = source(both.clone()).metadata(&labels, None).await;
+    assert!(
+        matches!(answer, Ok(MetadataAnswer::Changed { .. })),
+        "{:?}",
+        answer.err()
+    );
+    // Without the client certificate, or without trusting the CA: refused.
+    let no_identity = ClientTls {
+        identity: None,
+        ..both.clone()
+    };
+    assert!(source(no_identity).metadata(&labels, None).await.is_err());
+    let no_ca = ClientTls {
+        ca_file: None,
+        ..both
+    };
+    assert!(source(no_ca).metadata(&labels, None).await.is_err());
+    running.stop().await;
 }

@@ -28,18 +28,62 @@ pub struct TrafficManagerClient {
     http: reqwest::Client,
 }
 
+/// How the gateway's client trusts the traffic manager over `https://`, and
+/// the certificate it presents when the traffic manager requires one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// Trust only the CAs of this PEM file (instead of the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain and its key (PEM), for mutual TLS.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 impl TrafficManagerClient {
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, SourceError> {
-        let http = reqwest::Client::builder()
+        Self::with_tls(base, token, timeout, &ClientTls::default())
+    }
+
+    /// [`TrafficManagerClient::new`], trusting and presenting what `tls` says.
+    pub fn with_tls(
+        base: &str,
+        token: &str,
+        timeout: Duration,
+        tls: &ClientTls,
+    ) -> Result<Self, SourceError> {
+        let invalid = |message: String| SourceError::Invalid {
+            url: base.to_owned(),
+            message,
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2).min(timeout))
             .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(ca_file) = &tls.ca_file {
+            let certificates = reqwest::Certificate::from_pem_bundle(&read(ca_file)?)
+                .map_err(|e| invalid(format!("{}: {e}", ca_file.display())))?;
+            if certificates.is_empty() {
+                return Err(invalid(format!(
+                    "{} holds no certificate",
+                    ca_file.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certificates);
+        }
+        if let Some((cert_file, key_file)) = &tls.identity {
+            let mut pem = read(cert_file)?;
+            pem.push(b'\n');
+            pem.extend(read(key_file)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| invalid(format!("{}: {e}", cert_file.display())))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .build()
-            .map_err(|e| SourceError::Invalid {
-                url: base.to_owned(),
-                message: format!("cannot build an HTTP client: {e}"),
-            })?;
+            .map_err(|e| invalid(format!("cannot build an HTTP client: {e}")))?;
         Ok(TrafficManagerClient {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),

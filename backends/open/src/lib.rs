@@ -9,6 +9,7 @@ use std::time::Duration;
 use artisync_config::storage::{DatabaseSource, StorageOptions, StorageUrl};
 use artisync_domain::GatewayLabel;
 use artisync_domain::topology::Topology;
+pub use artisync_http_source::ClientTls;
 use artisync_ports::push::PushTarget;
 use artisync_ports::{
     ArtifactSource, ArtifactStore, DesiredState, EventPublisher, EventSubscriber, GatewayBackends,
@@ -317,9 +318,33 @@ pub fn gateway(
     amqp_url: &str,
     topology: &Topology,
 ) -> Result<GatewayBackends, OpenError> {
-    let source: Arc<dyn ArtifactSource> = Arc::new(
-        artisync_http_source::TrafficManagerClient::new(traffic_manager_url, token, timeout)?,
-    );
+    gateway_with_tls(
+        traffic_manager_url,
+        token,
+        timeout,
+        &ClientTls::default(),
+        amqp_url,
+        topology,
+    )
+}
+
+/// [`gateway`], trusting the traffic manager and presenting a client
+/// certificate as `tls` says.
+pub fn gateway_with_tls(
+    traffic_manager_url: &str,
+    token: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+    amqp_url: &str,
+    topology: &Topology,
+) -> Result<GatewayBackends, OpenError> {
+    let source: Arc<dyn ArtifactSource> =
+        Arc::new(artisync_http_source::TrafficManagerClient::with_tls(
+            traffic_manager_url,
+            token,
+            timeout,
+            tls,
+        )?);
     Ok(GatewayBackends {
         source,
         events: event_subscriber(amqp_url, topology),
