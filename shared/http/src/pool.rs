@@ -4,6 +4,7 @@
 //! request must still be answered.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use thiserror::Error;
@@ -13,9 +14,12 @@ use crate::ApiError;
 
 /// Runs closures on tokio's blocking threads, at most `workers` at a time,
 /// with at most `queue` more waiting for a worker. Work offered beyond that
-/// is refused at once ([`PoolError::Busy`], answered 503 with
-/// `Retry-After`), so a burst of large artifacts costs a bounded amount of
-/// memory and threads instead of queueing without end.
+/// waits for admission up to the admission wait (10 s by default), then is
+/// refused ([`PoolError::Busy`], answered 503 with `Retry-After`): a burst
+/// of clients is served in turn, and an overload is told to come back
+/// instead of queueing without end. (What waits has its request body
+/// already read, which the listeners' connection cap and body limits
+/// bound.)
 ///
 /// Once started, a closure runs to its end even if its caller goes away
 /// (blocking work cannot be interrupted); its slot is released only then,
@@ -29,7 +33,12 @@ pub struct ParsePool {
     /// Slots for running work: `workers` permits.
     running: Arc<Semaphore>,
     workers: usize,
+    /// How long work waits to be admitted before it is refused.
+    admission_wait: Duration,
 }
+
+/// How long [`ParsePool::run`] waits for admission by default.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the pool did not run a piece of work.
 #[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
@@ -53,7 +62,14 @@ impl ParsePool {
             admitted: Arc::new(Semaphore::new(workers + queue)),
             running: Arc::new(Semaphore::new(workers)),
             workers,
+            admission_wait: ADMISSION_WAIT,
         }
+    }
+
+    /// Waits at most `wait` for admission (zero: refuses at once when full).
+    pub fn with_admission_wait(mut self, wait: Duration) -> Self {
+        self.admission_wait = wait;
+        self
     }
 
     /// One worker per core, leaving the async threads room; four waiting per
@@ -69,15 +85,18 @@ impl ParsePool {
     }
 
     /// Runs `work` on a blocking thread when a worker is free; refuses it
-    /// at once with [`PoolError::Busy`] when the queue is full.
+    /// with [`PoolError::Busy`] when the queue stays full for the admission
+    /// wait.
     pub async fn run<T, F>(&self, work: F) -> Result<T, PoolError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = Arc::clone(&self.admitted)
-            .try_acquire_owned()
-            .map_err(|_| PoolError::Busy)?;
+        let admission = Arc::clone(&self.admitted).acquire_owned();
+        let admitted = match tokio::time::timeout(self.admission_wait, admission).await {
+            Ok(Ok(admitted)) => admitted,
+            _ => return Err(PoolError::Busy),
+        };
         self.start(admitted, work).await
     }
 
@@ -139,7 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_pool_refuses_and_frees_its_slots_when_work_ends() {
-        let pool = ParsePool::new(1, 1);
+        let pool = ParsePool::new(1, 1).with_admission_wait(Duration::ZERO);
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn({
@@ -172,6 +191,35 @@ mod tests {
         assert_eq!(running.await.expect("joined"), Ok(true));
         assert_eq!(queued.await.expect("joined"), Ok(2));
         assert_eq!(pool.run(|| 4).await, Ok(4));
+    }
+
+    #[tokio::test]
+    async fn work_beyond_the_queue_waits_for_admission_within_the_wait() {
+        let pool = ParsePool::new(1, 0).with_admission_wait(Duration::from_secs(60));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(move || {
+                    let _ = started_tx.send(());
+                    wait.recv().is_ok()
+                })
+                .await
+            }
+        });
+        started.await.expect("the first work starts");
+        // The pool is full: the next is not refused, it waits ...
+        let early = tokio::time::timeout(Duration::from_millis(100), pool.run(|| 1)).await;
+        assert!(early.is_err(), "answered instead of waiting: {early:?}");
+        // ... and runs once the first is done.
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|| 2).await }
+        });
+        release.send(()).expect("the work waits");
+        assert_eq!(running.await.expect("joined"), Ok(true));
+        assert_eq!(waiting.await.expect("joined"), Ok(2));
     }
 
     #[tokio::test]
