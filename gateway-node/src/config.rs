@@ -540,8 +540,8 @@ impl RawConfig {
                 "gateway.traffic_manager_timeout",
                 g.traffic_manager_timeout,
             )?,
-            amqp_url: // The broker client has no TLS: amqps:// is refused here, not at connect.
-            config::url_with_scheme("gateway.amqp_url", &g.amqp_url, &["amqp"])?,
+            // The broker client has no TLS: amqps:// is refused here, not at connect.
+            amqp_url: config::url_with_scheme("gateway.amqp_url", &g.amqp_url, &["amqp"])?,
             topology,
             cache_dir: g.cache_dir,
             reconcile_interval: positive("gateway.reconcile_interval", g.reconcile_interval)?,
