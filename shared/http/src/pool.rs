@@ -156,9 +156,13 @@ impl From<PoolError> for ApiError {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_full_pool_refuses_and_frees_its_slots_when_work_ends() {
-        let pool = ParsePool::new(1, 1).with_admission_wait(Duration::ZERO);
+    /// Work that holds a worker until `release` is sent, started.
+    async fn occupy(
+        pool: &ParsePool,
+    ) -> (
+        tokio::task::JoinHandle<Result<bool, PoolError>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn({
@@ -172,6 +176,13 @@ mod tests {
             }
         });
         started.await.expect("the first work starts");
+        (running, release)
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_refuses_and_frees_its_slots_when_work_ends() {
+        let pool = ParsePool::new(1, 1).with_admission_wait(Duration::ZERO);
+        let (running, release) = occupy(&pool).await;
         // One running, one waiting: the third is refused.
         let queued = tokio::spawn({
             let pool = pool.clone();
@@ -196,19 +207,7 @@ mod tests {
     #[tokio::test]
     async fn work_beyond_the_queue_waits_for_admission_within_the_wait() {
         let pool = ParsePool::new(1, 0).with_admission_wait(Duration::from_secs(60));
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move || {
-                    let _ = started_tx.send(());
-                    wait.recv().is_ok()
-                })
-                .await
-            }
-        });
-        started.await.expect("the first work starts");
+        let (running, release) = occupy(&pool).await;
         // The pool is full: the next is not refused, it waits ...
         let early = tokio::time::timeout(Duration::from_millis(100), pool.run(|| 1)).await;
         assert!(early.is_err(), "answered instead of waiting: {early:?}");
